@@ -1,0 +1,596 @@
+"""Load the YAML catalog into models, or say precisely everything that is wrong with it.
+
+Layout under the catalog root:
+
+    traits.yaml              traits: [ ... ]
+    audiences/*.yaml         audience: { ... }       one per file
+    destinations/*.yaml      destination: { ... }    one per file, with its contract
+    syncs.yaml               syncs: [ ... ]
+
+String scalars may use `${VAR}` or `${VAR:-default}` (the default also applies when VAR is
+empty); `$${` is a literal `${`. Every problem in every file is collected before
+`CatalogError` is raised, each with its file, line and a fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from switchyard.catalog.models import (
+    NAME_PATTERN,
+    Audience,
+    Catalog,
+    Destination,
+    FieldMapping,
+    FieldOwner,
+    Identifier,
+    Sync,
+    Trait,
+    TraitType,
+)
+from switchyard.catalog.problems import (
+    CatalogError,
+    DocPath,
+    Problem,
+    dotted,
+    explain_validation_error,
+    suggest,
+)
+
+__all__ = ["CatalogError", "Problem", "load_catalog", "validate_catalog"]
+
+M = TypeVar("M", bound=BaseModel)
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_VARIABLE = re.compile(r"\$\$\{|\$\{([^}]*)(\}?)")
+_REFERENCE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$", re.DOTALL)
+
+
+# --- reading one YAML file, with a line for every path ---------------------------------
+
+
+@dataclass
+class Document:
+    """One parsed file: its data, and where each path in it sits in the text."""
+
+    file: Path
+    data: Any = None
+    lines: dict[DocPath, int] = field(default_factory=dict)
+    nodes: dict[DocPath, Node] = field(default_factory=dict)
+    # Paths whose value came from the environment (never echoed: it may be a secret), and
+    # those whose interpolation failed (already reported; what follows from it is noise).
+    from_env: set[DocPath] = field(default_factory=set)
+    env_failed: set[DocPath] = field(default_factory=set)
+    interpolated: set[int] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)
+
+    def line(self, path: DocPath) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+    def problem(self, path: DocPath, message: str, fix: str, line: int | None = None) -> None:
+        self.problems.append(
+            Problem(self.file, line or self.line(path), dotted(path), message, fix)
+        )
+
+
+def read_document(file: Path, env: Mapping[str, str]) -> Document:
+    doc = Document(file)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        doc.problem((), f"not UTF-8 text ({exc.reason})", "save the file as UTF-8")
+        return doc
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return doc
+        doc.lines[()] = node.start_mark.line + 1
+        _walk(node, (), doc, env, set())
+        doc.data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        context = exc.context or ""
+        if context and exc.context_mark is not None and exc.context_mark is not mark:
+            context += f" (started on line {exc.context_mark.line + 1})"
+        message = " ".join(str(p) for p in (context, exc.problem) if p)
+        doc.problems.append(Problem(file, line, "", f"YAML syntax: {message}", _yaml_fix(message)))
+    except (yaml.YAMLError, ValueError) as exc:
+        # Reader errors and bad implicit timestamps (2024-13-01) carry no usable mark.
+        doc.problems.append(Problem(file, None, "", f"YAML: {exc}", "fix the YAML"))
+    finally:
+        loader.dispose()
+    return doc
+
+
+def _yaml_fix(message: str) -> str:
+    if "'\\t'" in message:
+        return "indent with spaces, not tabs"
+    if "mapping values are not allowed" in message:
+        return "quote the value if it contains ': ', or fix the indentation"
+    if "expected a single document" in message:
+        return "keep one document per file (remove the '---' separator)"
+    return "check the indentation and quoting around this line"
+
+
+def _walk(
+    node: Node, path: DocPath, doc: Document, env: Mapping[str, str], stack: set[int]
+) -> None:
+    if id(node) in stack:  # a recursive alias; the constructor handles it, we stop here
+        return
+    stack = stack | {id(node)}
+    if isinstance(node, MappingNode):
+        first_seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            child = (*path, key)
+            if key in first_seen:
+                doc.problem(
+                    child,
+                    f"duplicate key {key!r} (first on line {first_seen[key]})",
+                    f"remove one: YAML silently keeps only the last (line {line})",
+                    line,
+                )
+            first_seen.setdefault(key, line)
+            doc.lines[child], doc.nodes[child] = line, value_node
+            _walk(value_node, child, doc, env, stack)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            doc.lines[child], doc.nodes[child] = item.start_mark.line + 1, item
+            _walk(item, child, doc, env, stack)
+    elif isinstance(node, ScalarNode) and node.tag == _STR_TAG and "${" in node.value:
+        if id(node) in doc.interpolated:  # an alias of a scalar already done
+            return
+        doc.interpolated.add(id(node))
+
+        def report(message: str, fix: str) -> None:
+            doc.problem(path, message, fix)
+            doc.env_failed.add(path)
+
+        node.value, used_env = _interpolate(node.value, env, report)
+        if used_env:
+            doc.from_env.add(path)
+
+
+def _interpolate(
+    text: str, env: Mapping[str, str], report: Callable[[str, str], None]
+) -> tuple[str, bool]:
+    """The text with references replaced, and whether any value came from `env`."""
+    used_env = False
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal used_env
+        if match[0] == "$${":
+            return "${"
+        body, closed = match[1], match[2]
+        reference = _REFERENCE.match(body)
+        if not closed or reference is None:
+            report(
+                f"malformed variable reference {match[0]!r}",
+                "write ${NAME} or ${NAME:-default}; use $${ for a literal ${",
+            )
+            return match[0]
+        name, default = reference[1], reference[2]
+        value = env.get(name)
+        if value:
+            used_env = True
+            return value
+        if default is not None:
+            return default
+        if value is None:
+            report(
+                f"environment variable {name} is not set",
+                f"set {name}, or give a default: ${{{name}:-value}}",
+            )
+        return ""
+
+    return _VARIABLE.sub(replace, text), used_env
+
+
+# --- one section of one file into models ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One declaration as written (`raw`), where it is, and its model if it validated."""
+
+    doc: Document
+    path: DocPath
+    raw: Any
+    model: Any = None
+
+    @property
+    def line(self) -> int | None:
+        return self.doc.line((*self.path, "name"))
+
+    def get(self, *keys: str) -> Any:
+        value = self.raw
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def problem(self, sub: DocPath, message: str, fix: str, line: int | None = None) -> None:
+        self.doc.problem((*self.path, *sub), message, fix, line)
+
+
+def _section(doc: Document, key: str, *, many: bool) -> Iterator[tuple[DocPath, Any]]:
+    """The items under the file's single top-level key, each with its path."""
+    data = doc.data
+    shape = f"{key}:\n  - ..." if many else f"{key}:\n  name: ..."
+    if data is None and not doc.problems:
+        doc.problem((), "file is empty", f"start it with '{key}:'")
+        return
+    if not isinstance(data, dict):
+        if data is not None:
+            doc.problem((), f"expected a mapping with a '{key}:' key", f"write it as '{shape}'")
+        return
+    for other in data:
+        if other != key:
+            doc.problem(
+                (str(other),), f"unknown top-level key {other!r}", suggest(str(other), [key])
+            )
+    if key not in data:
+        doc.problem((), f"missing top-level key '{key}'", f"start the file with '{key}:'")
+        return
+    value = data[key]
+    if not many:
+        yield (key,), value
+    elif value is None:
+        return  # `syncs:` with nothing under it: no syncs
+    elif not isinstance(value, list):
+        doc.problem((key,), f"expected a list under '{key}'", "start each item with '- '")
+    else:
+        for index, item in enumerate(value):
+            yield (key, index), item
+
+
+def _validate(doc: Document, path: DocPath, model: type[M], data: Any) -> M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        hidden = frozenset(p[len(path) :] for p in doc.from_env if p[: len(path)] == path)
+        for found in explain_validation_error(exc, model, data, hidden=hidden):
+            if (*path, *found.path) not in doc.env_failed:
+                doc.problem((*path, *found.path), found.message, found.fix)
+        return None
+
+
+@dataclass
+class Kind:
+    """All declarations of one kind (traits, audiences, ...) across files."""
+
+    label: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+    # Every declaration as written, valid or not: cross-file checks run on what they can
+    # read, so one bad field does not hide problems elsewhere in the same declaration.
+    written: list[Entry] = field(default_factory=list)
+    # Names declared even if their declaration is invalid, so references to them are not
+    # reported a second time as "unknown".
+    declared: set[str] = field(default_factory=set)
+
+    def add(self, doc: Document, path: DocPath, model: type[BaseModel], raw: Any) -> bool:
+        """Validate and keep one declaration; False if it has no readable name."""
+        name = raw.get("name") if isinstance(raw, dict) else None
+        named = isinstance(name, str)
+        if isinstance(name, str):
+            self.declared.add(name)
+        value = _validate(doc, path, model, raw)
+        self.written.append(Entry(doc, path, raw, value))
+        if value is None:
+            return named
+        name = value.name  # type: ignore[attr-defined]
+        first = self.entries.get(name)
+        if first is not None:
+            doc.problem(
+                (*path, "name"),
+                f"duplicate {self.label} name {name!r} (also at {first.doc.file}:{first.line})",
+                f"rename one of them or delete the duplicate {self.label}",
+            )
+            return True
+        self.entries[name] = Entry(doc, path, raw, value)
+        return True
+
+    def models(self) -> dict[str, Any]:
+        return {name: entry.model for name, entry in self.entries.items()}
+
+
+@dataclass
+class Loaded:
+    docs: list[Document] = field(default_factory=list)
+    traits: Kind = field(default_factory=lambda: Kind("trait"))
+    audiences: Kind = field(default_factory=lambda: Kind("audience"))
+    destinations: Kind = field(default_factory=lambda: Kind("destination"))
+    syncs: Kind = field(default_factory=lambda: Kind("sync"))
+
+    def problems(self) -> list[Problem]:
+        found = [p for doc in self.docs for p in doc.problems]
+        return sorted(found, key=lambda p: (str(p.file), p.line or 0))
+
+
+def _read_all(root: Path, env: Mapping[str, str]) -> Loaded:
+    loaded = Loaded()
+
+    def read(file: Path, key: str, kind: Kind, model: type[BaseModel], many: bool) -> None:
+        doc = read_document(file, env)
+        loaded.docs.append(doc)
+        named = False
+        for path, raw in _section(doc, key, many=many):
+            named = kind.add(doc, path, model, raw)
+        if not many and not named:
+            # Unreadable: assume the file is named after what it declares, so references to
+            # it are not also reported as unknown.
+            kind.declared.add(file.stem)
+
+    model: type[BaseModel]
+    for name, key, kind, model in (
+        ("traits.yaml", "traits", loaded.traits, Trait),
+        ("syncs.yaml", "syncs", loaded.syncs, Sync),
+    ):
+        if (root / name).is_file():
+            read(root / name, key, kind, model, True)
+        else:
+            missing = Document(root / name)
+            missing.problem((), "file not found", f"create {name} with a '{key}:' list")
+            loaded.docs.append(missing)
+    for folder, key, kind, model in (
+        ("audiences", "audience", loaded.audiences, Audience),
+        ("destinations", "destination", loaded.destinations, Destination),
+    ):
+        files = sorted((root / folder).glob("*.yaml")) + sorted((root / folder).glob("*.yml"))
+        for file in files:
+            read(file, key, kind, model, False)
+    return loaded
+
+
+# --- checks across files ----------------------------------------------------------------
+
+
+def _check(loaded: Loaded) -> None:
+    for audience in loaded.audiences.written:
+        _check_sql(audience)
+    for destination in loaded.destinations.written:
+        _check_contract(destination, loaded.traits)
+    for sync in loaded.syncs.written:
+        _check_sync(sync, loaded)
+
+
+def _check_sql(entry: Entry) -> None:
+    sql = entry.get("sql")
+    if not isinstance(sql, str) or not sql:  # pydantic has reported those
+        return
+    finding = sql_problem(sql)
+    if finding is None:
+        return
+    message, fix, offset = finding
+    node = entry.doc.nodes.get((*entry.path, "sql"))
+    line = None
+    if isinstance(node, ScalarNode) and node.style == "|" and offset is not None:
+        # A literal block keeps its newlines: point at the line of the offending ';'.
+        line = node.start_mark.line + 2 + sql[:offset].count("\n")
+    entry.problem(("sql",), message, fix, line)
+
+
+_SQL_SKIP = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)
+
+
+def sql_problem(sql: str) -> tuple[str, str, int | None] | None:
+    """Empty, or more than one statement (a ';' that is not trailing). Cheap, not a parser:
+    string literals, quoted identifiers and comments are skipped."""
+    code = _SQL_SKIP.sub(lambda m: " " * len(m[0]) if m[0][0] in "-/" else "x" * len(m[0]), sql)
+    if not code.replace(";", "").strip():
+        return "audience SQL is empty", "write a SELECT over the profiles table", None
+    body = re.sub(r"[\s;]+$", "", code)
+    offset = body.find(";")
+    if offset < 0:
+        return None
+    return (
+        "audience SQL has more than one statement",
+        "keep a single SELECT; remove the ';' and what follows, or split it into two audiences",
+        offset,
+    )
+
+
+def _compatible(trait: TraitType) -> set[TraitType]:
+    """Mapping types a trait of this type may be sent as."""
+    text_like = {TraitType.STRING, TraitType.EMAIL, TraitType.PHONE}
+    if trait is TraitType.STRING:
+        return text_like
+    if trait in (TraitType.EMAIL, TraitType.PHONE):
+        return {trait, TraitType.STRING}
+    if trait is TraitType.INTEGER:
+        return {TraitType.INTEGER, TraitType.NUMBER}  # widening loses nothing
+    return {trait}
+
+
+def _check_contract(entry: Entry, traits: Kind) -> None:
+    mappings: list[tuple[DocPath, type[BaseModel], Any]] = [
+        (("contract", "identifier"), Identifier, entry.get("contract", "identifier"))
+    ]
+    fields = entry.get("contract", "fields")
+    for index, raw in enumerate(fields if isinstance(fields, list) else []):
+        mappings.append((("contract", "fields", index), FieldMapping, raw))
+    for path, model, raw in mappings:
+        try:
+            mapping = model.model_validate(raw)
+        except ValidationError:
+            continue  # already reported, with its own lines
+        _check_mapping(entry, path, mapping, traits)
+
+
+def _check_mapping(entry: Entry, path: DocPath, mapping: Any, traits: Kind) -> None:
+    trait = traits.entries.get(mapping.source)
+    if trait is None:
+        if mapping.source not in traits.declared:
+            entry.problem(
+                (*path, "source"),
+                f"source {mapping.source!r} is not a declared trait",
+                f"{suggest(mapping.source, traits.declared)} (or declare it in traits.yaml)",
+            )
+    elif mapping.type not in (allowed := _compatible(trait.model.type)):
+        entry.problem(
+            (*path, "type"),
+            f"trait {trait.model.name!r} is {trait.model.type.value} "
+            f"but is mapped as {mapping.type.value}",
+            "map it as " + " or ".join(sorted(t.value for t in allowed)),
+        )
+    destination_owned = getattr(mapping, "owner", None) is FieldOwner.DESTINATION
+    if destination_owned and mapping.required:
+        entry.problem(
+            (*path, "required"),
+            f"field {mapping.name!r} is required but owned by the destination (never sent)",
+            "drop 'required: true', or set 'owner: switchyard' if Switchyard should send it",
+        )
+
+
+def _check_sync(entry: Entry, loaded: Loaded) -> None:
+    for key, kind in (("audience", loaded.audiences), ("destination", loaded.destinations)):
+        target = entry.get(key)
+        # A malformed name is reported by the model; only well-formed ones are looked up.
+        well_formed = isinstance(target, str) and re.match(NAME_PATTERN, target)
+        if well_formed and target not in kind.declared:
+            entry.problem(
+                (key,),
+                f"unknown {key} {target!r}",
+                suggest(target, kind.declared, what=f"known {key}s"),
+            )
+    schedule = entry.get("schedule")
+    if isinstance(schedule, str):
+        finding = cron_problem(schedule)
+        if finding is not None:
+            entry.problem(("schedule",), *finding)
+
+
+# --- cron: five fields, validated here so a bad schedule fails in review, not at apply --
+
+
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_CRON_FIELDS: tuple[tuple[str, int, int, list[str]], ...] = (
+    ("minute", 0, 59, []),
+    ("hour", 0, 23, []),
+    ("day of month", 1, 31, []),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_CRON_HELP = "five fields: minute hour day-of-month month day-of-week, e.g. '*/30 * * * *'"
+
+
+def cron_problem(expression: str) -> tuple[str, str] | None:
+    """(message, fix) if `expression` is not a valid five-field cron expression."""
+    parts = expression.split()
+    if len(parts) != 5:
+        macro = _MACROS.get(expression.strip().lower())
+        fix = f"write {macro!r} instead" if macro else f"write {_CRON_HELP}"
+        count = f"{len(parts)} field" + ("" if len(parts) == 1 else "s")
+        return f"cron expression {expression!r} has {count}, expected 5", fix
+    for text, (label, low, high, names) in zip(parts, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            error = _cron_item(item, low, high, names)
+            if error is not None:
+                named = f" or {names[0]}-{names[-1]}" if names else ""
+                return (
+                    f"{label} field {text!r}: {error}",
+                    f"use {low}-{high}{named}, '*', ranges a-b, steps */n and lists a,b",
+                )
+    return None
+
+
+def _cron_item(item: str, low: int, high: int, names: list[str]) -> str | None:
+    base, slash, step = item.partition("/")
+    if slash and not (step.isdigit() and int(step) >= 1):
+        return f"step {step!r} must be a positive whole number"
+    if base == "*":
+        return None
+    start, dash, end = base.partition("-")
+    values = []
+    for text in (start, end) if dash else (start,):
+        value = _cron_value(text, names)
+        if value is None:
+            return f"{text!r} is not a number" + (" or a name" if names else "")
+        if not low <= value <= high:
+            return f"{value} is out of range {low}-{high}"
+        values.append(value)
+    if dash and values[0] > values[1]:
+        return f"range {base!r} runs backwards"
+    return None
+
+
+def _cron_value(text: str, names: list[str]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    lowered = text.lower()
+    if lowered in names:
+        return names.index(lowered) + (1 if names is _MONTHS else 0)
+    return None
+
+
+# --- public API -------------------------------------------------------------------------
+
+
+def _load(root: Path, env: Mapping[str, str] | None) -> tuple[Catalog | None, list[Problem]]:
+    root = Path(root)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        problem = Problem(
+            root,
+            None,
+            "",
+            f"catalog directory {what}",
+            "pass the catalog directory, or set SWITCHYARD_CATALOG_DIR",
+        )
+        return None, [problem]
+    loaded = _read_all(root, os.environ if env is None else env)
+    _check(loaded)
+    problems = loaded.problems()
+    if problems:
+        return None, problems
+    catalog = Catalog(
+        traits=loaded.traits.models(),
+        audiences=loaded.audiences.models(),
+        destinations=loaded.destinations.models(),
+        syncs=loaded.syncs.models(),
+    )
+    return catalog, []
+
+
+def load_catalog(root: Path, env: Mapping[str, str] | None = None) -> Catalog:
+    """The catalog under `root`; `env` (default `os.environ`) resolves `${VAR}` references.
+
+    Raises CatalogError listing every problem found in every file.
+    """
+    catalog, problems = _load(root, env)
+    if catalog is None:
+        raise CatalogError(problems)
+    return catalog
+
+
+def validate_catalog(root: Path, env: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem in the catalog under `root`; empty means it loads."""
+    return _load(root, env)[1]

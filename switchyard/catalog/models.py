@@ -1,0 +1,226 @@
+"""The catalog: traits, audiences, destinations (with their contracts) and syncs.
+
+Everything a run needs to know is declared here, in YAML kept in git, and loaded into
+these models. Names are identifiers (lowercase, digits, underscores) because they end up
+in table names, workflow ids and search attributes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TraitType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    DATE = "date"
+    EMAIL = "email"
+    PHONE = "phone"
+
+
+class Classification(StrEnum):
+    STANDARD = "standard"
+    PII = "pii"
+    SENSITIVE = "sensitive"
+
+
+class Trait(Strict):
+    name: Name
+    type: TraitType
+    owner: str = Field(min_length=1)
+    classification: Classification = Classification.STANDARD
+    description: str = ""
+
+
+class Audience(Strict):
+    name: Name
+    version: int = Field(ge=1)
+    owner: str = Field(min_length=1)
+    description: str = ""
+    # SQL over the warehouse's `profiles` table; must return `profile_id` and the traits
+    # the contracts map.
+    sql: str = Field(min_length=1)
+
+
+class SyncMode(StrEnum):
+    # Adds and changes are sent; rows that leave are forgotten, not removed downstream.
+    UPSERT = "upsert"
+    # Adds and changes are sent, and rows that leave are removed downstream.
+    MIRROR = "mirror"
+
+
+class FieldOwner(StrEnum):
+    # Switchyard is the source of truth: always overwrite.
+    SWITCHYARD = "switchyard"
+    # The destination owns the field: it is never sent.
+    DESTINATION = "destination"
+
+
+class FieldMapping(Strict):
+    name: str = Field(min_length=1, description="field name in the destination")
+    source: Name = Field(description="trait (column) the value comes from")
+    type: TraitType = TraitType.STRING
+    required: bool = False
+    max_length: int | None = Field(default=None, ge=1)
+    owner: FieldOwner = FieldOwner.SWITCHYARD
+
+
+class Identifier(Strict):
+    """The match key: which destination field identifies a record, and where it comes from."""
+
+    name: str = Field(min_length=1)
+    source: Name
+    type: TraitType = TraitType.STRING
+
+
+class RateLimit(Strict):
+    requests: int = Field(ge=1)
+    per_seconds: float = Field(gt=0)
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.per_seconds
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    # bool is an int subclass: `true` must not silently mean one second.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    # Anything else (None, lists, bools from YAML) must be a ValueError, not an AttributeError,
+    # or pydantic lets it escape validation as a crash.
+    if not isinstance(value, str):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 1d)")
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 1d)")
+    return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
+
+
+class Gates(Strict):
+    """Checks that stop a run before anything is sent."""
+
+    max_invalid_ratio: float = Field(default=0.25, ge=0, le=1)
+    min_identifier_coverage: float = Field(default=0.0, ge=0, le=1)
+
+
+class Contract(Strict):
+    version: int = Field(ge=1)
+    identifier: Identifier
+    fields: list[FieldMapping] = Field(default_factory=list)
+    sync_mode: SyncMode = SyncMode.MIRROR
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    rate_limit: RateLimit | None = None
+    max_in_flight: int = Field(default=8, ge=1, le=64)
+    consent_purpose: Name | None = None
+    default_phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    freshness_sla: timedelta = timedelta(hours=24)
+    gates: Gates = Gates()
+
+    @field_validator("freshness_sla", mode="before")
+    @classmethod
+    def _duration(cls, value: str | int | float | timedelta) -> timedelta:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _unique_field_names(self) -> Contract:
+        seen: set[str] = {self.identifier.name}
+        for mapping in self.fields:
+            if mapping.name in seen:
+                raise ValueError(f"field {mapping.name!r} is mapped twice")
+            seen.add(mapping.name)
+        return self
+
+    @property
+    def sent_fields(self) -> list[FieldMapping]:
+        return [m for m in self.fields if m.owner is FieldOwner.SWITCHYARD]
+
+    @property
+    def source_columns(self) -> list[str]:
+        return sorted({self.identifier.source, *(m.source for m in self.fields)})
+
+
+class WebhookConfig(Strict):
+    kind: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://")
+    # Name of the environment variable holding the HMAC secret: never the secret itself.
+    secret_env: str = Field(default="SWITCHYARD_WEBHOOK_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_seconds: float = Field(default=30, gt=0)
+
+
+DestinationConfig = Annotated[WebhookConfig, Field(discriminator="kind")]
+
+
+class Destination(Strict):
+    name: Name
+    owner: str = Field(min_length=1)
+    description: str = ""
+    config: DestinationConfig
+    contract: Contract
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+
+class Sync(Strict):
+    name: Name
+    audience: Name
+    destination: Name
+    # Cron expression (five fields) for the schedule; None means manual runs only.
+    schedule: str | None = None
+    paused: bool = False
+
+
+class Catalog(Strict):
+    traits: dict[str, Trait]
+    audiences: dict[str, Audience]
+    destinations: dict[str, Destination]
+    syncs: dict[str, Sync]
+
+    def sync(self, name: str) -> Sync:
+        try:
+            return self.syncs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.syncs)) or "none"
+            raise KeyError(f"unknown sync {name!r} (known: {known})") from None
+
+    def plan_for(self, sync_name: str) -> SyncPlan:
+        sync = self.sync(sync_name)
+        return SyncPlan(
+            sync=sync,
+            audience=self.audiences[sync.audience],
+            destination=self.destinations[sync.destination],
+            traits={t.name: t for t in self.traits.values()},
+        )
+
+
+class SyncPlan(Strict):
+    """Everything one run of one sync needs, resolved from the catalog."""
+
+    sync: Sync
+    audience: Audience
+    destination: Destination
+    traits: dict[str, Trait]
+
+    @property
+    def contract(self) -> Contract:
+        return self.destination.contract

@@ -1,0 +1,64 @@
+"""A token bucket shared by every concurrent chunk sending to one destination in a worker.
+
+It paces requests to the contract's allowance, and when the destination answers 429 with
+Retry-After, `hold_until` stops every sender to that destination until then, so one
+chunk's rate-limit answer is not rediscovered by the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from switchyard.catalog.models import RateLimit
+
+
+class RateLimiter:
+    def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._rate = limit.per_second if limit else None
+        # A full bucket allows a burst of one window's requests; start empty-ish so a
+        # fresh worker does not burst past a destination that counts per window.
+        self._capacity = float(limit.requests) if limit else 0.0
+        self._tokens = 1.0
+        self._updated = clock()
+        self._hold_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def hold_until(self, moment: float) -> None:
+        self._hold_until = max(self._hold_until, moment)
+
+    def hold_for(self, seconds: float) -> None:
+        self.hold_until(self._clock() + seconds)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._hold_until:
+                    await asyncio.sleep(self._hold_until - now)
+                    continue
+                if self._rate is None:
+                    return
+                self._tokens = min(
+                    self._capacity, self._tokens + (now - self._updated) * self._rate
+                )
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+class RateLimiters:
+    """One limiter per destination per worker process."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def for_destination(self, name: str, limit: RateLimit | None) -> RateLimiter:
+        limiter = self._limiters.get(name)
+        if limiter is None:
+            limiter = self._limiters[name] = RateLimiter(limit)
+        return limiter

@@ -1,0 +1,79 @@
+"""Sync state kept beside the profiles, in the warehouse's `switchyard` schema.
+
+- `delivered`: per sync, the key and payload hash the destination acknowledged last; the
+  diff compares each run's snapshot with it.
+- `acked_batches`: durable per-batch checkpoints, so a restarted deliver activity re-sends
+  at most the batches that were in flight.
+- `row_outcomes`: why a row was not sent (invalid, excluded, rejected), per run.
+- `row_errors`: the destination's latest rejection per row, cleared when it gets through.
+- `runs`: the run ledger.
+"""
+
+from __future__ import annotations
+
+from switchyard.runs import RunRef
+from switchyard.warehouse.base import Session
+
+SCHEMA = "switchyard"
+
+DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.delivered (
+        sync_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        hash VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        delivered_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (sync_id, key))""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.acked_batches (
+        run_id VARCHAR NOT NULL,
+        chunk INTEGER NOT NULL,
+        batch INTEGER NOT NULL,
+        accepted INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        acked_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (run_id, chunk, batch))""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.row_outcomes (
+        run_id VARCHAR NOT NULL,
+        sync_id VARCHAR NOT NULL,
+        stage VARCHAR NOT NULL,
+        key VARCHAR,
+        profile_id VARCHAR,
+        reason VARCHAR NOT NULL)""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.row_errors (
+        sync_id VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        failed_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (sync_id, key))""",
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
+        run_id VARCHAR PRIMARY KEY,
+        sync_id VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP,
+        audience VARCHAR NOT NULL,
+        audience_version INTEGER NOT NULL,
+        destination VARCHAR NOT NULL,
+        contract_version INTEGER NOT NULL,
+        dry_run BOOLEAN NOT NULL,
+        full_resync BOOLEAN NOT NULL,
+        counts VARCHAR NOT NULL,
+        error VARCHAR)""",
+]
+
+
+def ensure_schema(session: Session) -> None:
+    for statement in DDL:
+        session.execute(statement)
+
+
+def run_table(run: RunRef, stage: str) -> str:
+    """The working table of one pipeline stage of one run."""
+    return f"{SCHEMA}.{stage}_{run.tag}"
+
+
+def drop_run_tables(session: Session, run: RunRef, stages: tuple[str, ...]) -> None:
+    for stage in stages:
+        session.execute(f"DROP TABLE IF EXISTS {run_table(run, stage)}")

@@ -1,0 +1,187 @@
+"""What flows between the workflow and its activities: references and counts, never records.
+
+One input and one result model per step, so fields can be added without breaking runs
+already in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchyard.catalog.models import Destination, SyncPlan
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunRef(Model):
+    """Identifies one run of one sync; stable across continue-as-new."""
+
+    run_id: str
+    sync: str
+
+    @property
+    def tag(self) -> str:
+        """A short, SQL-safe name for the run's working tables."""
+        return hashlib.sha1(self.run_id.encode()).hexdigest()[:16]
+
+
+class DeliveryTuning(Model):
+    chunk_size: int = Field(default=20_000, ge=1)
+    window: int = Field(default=4, ge=1)
+    heartbeat_timeout: timedelta = timedelta(seconds=20)
+    chunks_per_execution: int = Field(default=400, ge=1)
+    max_attempts: int = Field(default=12, ge=1)
+
+
+class Counts(Model):
+    """A run's numbers, accumulated step by step; the summary prints these."""
+
+    snapshot: int = 0
+    invalid: dict[str, int] = Field(default_factory=dict)
+    fields_dropped: dict[str, int] = Field(default_factory=dict)
+    excluded: dict[str, int] = Field(default_factory=dict)
+    eligible: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    forgotten: int = 0
+    unchanged: int = 0
+    to_send: int = 0
+    sent: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict)
+    resent: int = 0
+    batches: int = 0
+    chunks: int = 0
+    chunks_done: int = 0
+
+
+class SyncCheckpoint(Model):
+    run_id: str
+    plan: SyncPlan
+    started_at: datetime
+    counts: Counts
+    next_chunk: int
+    paused: bool = False
+
+
+class AudienceSyncInput(Model):
+    sync: str
+    # Resolved by the starter so a run is pinned to the contract it was started with;
+    # None (e.g. from a schedule) resolves it from the worker's catalog.
+    plan: SyncPlan | None = None
+    full_resync: bool = False
+    dry_run: bool = False
+    tuning: DeliveryTuning = DeliveryTuning()
+    # Carried over by continue-as-new.
+    resume: SyncCheckpoint | None = None
+
+
+class StepInput(Model):
+    run: RunRef
+    plan: SyncPlan
+    full_resync: bool = False
+
+
+class SnapshotResult(Model):
+    rows: int
+
+
+class ValidationResult(Model):
+    valid: int
+    invalid: dict[str, int]
+    fields_dropped: dict[str, int]
+
+
+class ConsentResult(Model):
+    eligible: int
+    excluded: dict[str, int]
+
+
+class PlanInput(Model):
+    run: RunRef
+    plan: SyncPlan
+    full_resync: bool = False
+    chunk_size: int
+
+
+class ChangePlan(Model):
+    added: int
+    changed: int
+    removed: int
+    forgotten: int
+    unchanged: int
+    to_send: int
+    chunks: int
+
+
+class DeliverChunkInput(Model):
+    run: RunRef
+    destination: Destination
+    chunk: int
+
+
+class ChunkResult(Model):
+    chunk: int
+    sent: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict)
+    batches: int = 0
+    skipped_batches: int = 0
+
+
+class CommitInput(Model):
+    run: RunRef
+    plan: SyncPlan
+
+
+class CommitResult(Model):
+    delivered: int
+    removed: int
+    rejected: int
+
+
+class ReportInput(Model):
+    run: RunRef
+    plan: SyncPlan
+    status: str
+    started_at: datetime
+    counts: Counts
+    dry_run: bool = False
+    full_resync: bool = False
+    error: str | None = None
+
+
+class RunReport(Model):
+    run_id: str
+    sync: str
+    audience: str
+    audience_version: int
+    destination: str
+    contract_version: int
+    status: str
+    dry_run: bool
+    full_resync: bool
+    started_at: datetime
+    finished_at: datetime
+    counts: Counts
+    error: str | None = None
+
+    @property
+    def duration(self) -> timedelta:
+        return self.finished_at - self.started_at
+
+
+class Progress(Model):
+    """What the `progress` query answers."""
+
+    run_id: str
+    sync: str
+    phase: str
+    paused: bool
+    counts: Counts

@@ -1,0 +1,65 @@
+"""The warehouse port: where profiles live and where sync state is kept.
+
+Every pipeline step is SQL run inside the warehouse, so Python never holds an audience in
+memory. The few functions that differ between engines live on `Dialect`; statements use
+`?` placeholders and each engine adapts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+
+class WarehouseError(Exception):
+    """A statement failed in the warehouse (bad SQL, missing table, lost connection)."""
+
+
+class Dialect(Protocol):
+    name: str
+
+    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
+        """SQL rendering a JSON object text from (key, SQL expression) pairs."""
+        ...
+
+    def regex_full_match(self, expr: str, pattern: str) -> str: ...
+
+    def iso_timestamp(self, expr: str) -> str:
+        """SQL rendering a timestamp as ISO 8601 text in UTC (`2026-01-31T12:00:00Z`)."""
+        ...
+
+    def iso_date(self, expr: str) -> str: ...
+
+
+class Session(Protocol):
+    dialect: Dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+
+    def columns(self, sql: str) -> list[str]:
+        """Column names a query would return, without running it over the data."""
+        ...
+
+    def table_exists(self, schema: str, table: str) -> bool: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def stream(
+        self, sql: str, params: Sequence[Any] = (), size: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]: ...
+
+
+class Warehouse(Protocol):
+    dialect: Dialect
+    url: str
+
+    def session(self) -> AbstractContextManager[Session]: ...
+
+    def close(self) -> None: ...

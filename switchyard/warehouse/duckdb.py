@@ -1,0 +1,167 @@
+"""DuckDB: the embedded default warehouse and state store.
+
+DuckDB lets one process at a time open a file for writing. The worker therefore opens the
+file only while activities use it and closes it when the last session ends, so the CLI can
+seed or change profiles between runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from switchyard.warehouse.base import WarehouseError
+
+LOCK_WAIT_SECONDS = 30.0
+
+
+class DuckDBDialect:
+    name = "duckdb"
+
+    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
+        if not pairs:
+            return "'{}'"
+        args = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
+        return f"CAST(json_object({args}) AS VARCHAR)"
+
+    def regex_full_match(self, expr: str, pattern: str) -> str:
+        return f"regexp_full_match({expr}, '{pattern}')"
+
+    def iso_timestamp(self, expr: str) -> str:
+        return f"strftime(CAST({expr} AS TIMESTAMP), '%Y-%m-%dT%H:%M:%SZ')"
+
+    def iso_date(self, expr: str) -> str:
+        return f"strftime(CAST({expr} AS DATE), '%Y-%m-%d')"
+
+
+def connect_with_retry(
+    path: Path, timeout_s: float = LOCK_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file, waiting while another process holds its write lock."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                raise WarehouseError(f"cannot open warehouse {path}: {error}") from error
+            time.sleep(0.2)
+
+
+class DuckDBSession:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+        self.dialect = DuckDBDialect()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        try:
+            self._cursor.execute(sql, list(params))
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self._cursor.executemany(sql, [list(r) for r in rows])
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._cursor.execute(sql, list(params)).fetchall()
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        try:
+            return self._cursor.execute(sql, list(params)).fetchone()
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+
+    def columns(self, sql: str) -> list[str]:
+        try:
+            relation = self._cursor.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+        return [d[0] for d in relation.description or []]
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        row = self.fetchone(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            (schema, table),
+        )
+        return bool(row and row[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def stream(
+        self, sql: str, params: Sequence[Any] = (), size: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        try:
+            result = self._cursor.execute(sql, list(params))
+            while rows := result.fetchmany(size):
+                yield rows
+        except duckdb.Error as error:
+            raise WarehouseError(str(error)) from error
+
+
+class DuckDBWarehouse:
+    """A DuckDB file shared by the threads of one process, open only while in use."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.url = str(self.path)
+        self.dialect = DuckDBDialect()
+        self._lock = threading.Lock()
+        self._connection: duckdb.DuckDBPyConnection | None = None
+        self._users = 0
+
+    def _acquire(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._connection is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._connection = connect_with_retry(self.path)
+            self._users += 1
+            return self._connection
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def session(self) -> AbstractContextManager[DuckDBSession]:
+        return self._session()
+
+    @contextmanager
+    def _session(self) -> Iterator[DuckDBSession]:
+        connection = self._acquire()
+        cursor = connection.cursor()
+        try:
+            yield DuckDBSession(cursor)
+        finally:
+            cursor.close()
+            self._release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None and self._users == 0:
+                self._connection.close()
+                self._connection = None

@@ -1,0 +1,70 @@
+"""The worker: runs AudienceSyncWorkflow and its activities against the configured warehouse.
+
+python worker.py            # or: switchyard worker
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from collections.abc import Mapping
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.sync import SyncActivities
+from switchyard.settings import Settings
+from switchyard.warehouse.factory import open_warehouse
+from workflows.audience_sync import AudienceSyncWorkflow
+
+log = logging.getLogger("switchyard.worker")
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    task_queue: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Worker:
+    activities = SyncActivities(open_warehouse(settings.warehouse_url), settings, env)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal.task_queue,
+        workflows=[AudienceSyncWorkflow],
+        activities=activities.all(),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        max_concurrent_activities=16,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal.address,
+        namespace=settings.temporal.namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling %s on %s", settings.temporal.task_queue, settings.temporal.address)
+    async with worker:
+        await stop.wait()
+        log.info("worker shutting down")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(run_worker(Settings()))
+
+
+if __name__ == "__main__":
+    main()
