@@ -146,7 +146,7 @@ class AudienceSyncWorkflow:
         assert self._run is not None
         self._set_phase("deliver")
         tuning = request.tuning
-        pending: set[asyncio.Task[ChunkResult]] = set()
+        pending: list[asyncio.Task[ChunkResult]] = []
         dispatched = 0
         next_chunk = checkpoint.next_chunk
         failure: BaseException | None = None
@@ -159,7 +159,7 @@ class AudienceSyncWorkflow:
                     and next_chunk < self._counts.chunks
                     and room
                 ):
-                    pending.add(
+                    pending.append(
                         asyncio.create_task(self._deliver_chunk(request, checkpoint, next_chunk))
                     )
                     next_chunk += 1

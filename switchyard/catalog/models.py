@@ -12,7 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -110,6 +110,9 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if not isinstance(value, str):
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 1d)")
     match = _DURATION.match(value.strip())
+    if not match and value.startswith("P"):
+        # ISO 8601, as the model serialises itself (e.g. into workflow history).
+        return TypeAdapter(timedelta).validate_python(value)
     if not match:
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 6h, 1d)")
     return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])

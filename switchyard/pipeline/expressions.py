@@ -59,7 +59,8 @@ def normalised(dialect: Dialect, column: str, kind: TraitType, region: str) -> s
     col = quote(column)
     match kind:
         case TraitType.EMAIL:
-            return f"NULLIF(lower(trim(CAST({col} AS VARCHAR))), '')"
+            # trim() strips only spaces; pasted emails also carry tabs and newlines.
+            return rf"NULLIF(lower(regexp_replace(CAST({col} AS VARCHAR), '^\s+|\s+$', '', 'g')), '')"
         case TraitType.PHONE:
             return phone_e164(f"NULLIF(trim(CAST({col} AS VARCHAR)), '')", region)
         case TraitType.STRING:
