@@ -12,10 +12,10 @@ import signal
 from collections.abc import Mapping
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.sync import SyncActivities
+from starter.client import connect
 from switchyard.settings import Settings
 from switchyard.warehouse.factory import open_warehouse
 from workflows.audience_sync import AudienceSyncWorkflow
@@ -37,14 +37,6 @@ def build_worker(
         activities=activities.all(),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=16,
-    )
-
-
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal.address,
-        namespace=settings.temporal.namespace,
-        data_converter=pydantic_data_converter,
     )
 
 

@@ -45,6 +45,17 @@ class Settings(BaseSettings):
     simulator_host: str = "127.0.0.1"
     simulator_port: int = 8787
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes (worker, simulator)."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if isinstance(value, dict):
+                for sub, subvalue in value.items():
+                    env[f"SWITCHYARD_{name.upper()}__{sub.upper()}"] = str(subvalue)
+            else:
+                env[f"SWITCHYARD_{name.upper()}"] = str(value)
+        return env
+
     @property
     def warehouse_url(self) -> str:
         return self.warehouse or str(self.state_dir / "warehouse.duckdb")
