@@ -101,11 +101,22 @@ def temporal_argv(settings: Settings) -> list[str]:
     host, port = settings.temporal.address.rsplit(":", 1)
     ui_port = settings.temporal.ui_url.rsplit(":", 1)[1]
     argv = [
-        str(BIN / "temporal"), "server", "start-dev",
-        "--ip", host, "--port", port, "--ui-port", ui_port,
-        "--db-filename", str(settings.state_dir / "temporal.db"),
-        "--namespace", settings.temporal.namespace,
-        "--log-level", "warn", "--ui-disable-news-fetch",
+        str(BIN / "temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        port,
+        "--ui-port",
+        ui_port,
+        "--db-filename",
+        str(settings.state_dir / "temporal.db"),
+        "--namespace",
+        settings.temporal.namespace,
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
     ]
     for key in search_attributes.ALL:
         argv += ["--search-attribute", f"{key.name}=Keyword"]
@@ -125,8 +136,13 @@ def start_temporal(stack: Stack) -> None:
 def start_simulator(stack: Stack) -> None:
     settings = stack.settings
     argv = [
-        sys.executable, "-m", "switchyard.simulators.webhook",
-        "--host", settings.simulator_host, "--port", str(settings.simulator_port),
+        sys.executable,
+        "-m",
+        "switchyard.simulators.webhook",
+        "--host",
+        settings.simulator_host,
+        "--port",
+        str(settings.simulator_port),
     ]
     child = stack.start("simulator", argv)
     wait_for_port(child, settings.simulator_host, settings.simulator_port)

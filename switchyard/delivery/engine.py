@@ -7,6 +7,7 @@ batches that were in flight are sent again, and those carry the same idempotency
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Callable
@@ -73,5 +74,10 @@ async def _send_whole(
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task
+        # Awaiting the task bare would let a second cancellation reach it; keep it shielded
+        # however often we are cancelled, then report the first cancellation.
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        task.result()
         raise

@@ -13,6 +13,11 @@ from collections.abc import Callable
 
 from switchyard.catalog.models import RateLimit
 
+# Refilling for exactly the time slept can land a hair under a whole token; without this the
+# limiter would sleep again for less than the clock can resolve, forever on a clock that
+# only moves when told to.
+_EPSILON = 1e-9
+
 
 class RateLimiter:
     def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic):
@@ -45,8 +50,8 @@ class RateLimiter:
                     self._capacity, self._tokens + (now - self._updated) * self._rate
                 )
                 self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 await asyncio.sleep((1 - self._tokens) / self._rate)
 

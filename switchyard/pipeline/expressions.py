@@ -60,7 +60,9 @@ def normalised(dialect: Dialect, column: str, kind: TraitType, region: str) -> s
     match kind:
         case TraitType.EMAIL:
             # trim() strips only spaces; pasted emails also carry tabs and newlines.
-            return rf"NULLIF(lower(regexp_replace(CAST({col} AS VARCHAR), '^\s+|\s+$', '', 'g')), '')"
+            return (
+                rf"NULLIF(lower(regexp_replace(CAST({col} AS VARCHAR), '^\s+|\s+$', '', 'g')), '')"
+            )
         case TraitType.PHONE:
             return phone_e164(f"NULLIF(trim(CAST({col} AS VARCHAR)), '')", region)
         case TraitType.STRING:

@@ -79,7 +79,12 @@ def fake_activities(script: Script) -> list[object]:
     async def plan_changes(request: PlanInput) -> ChangePlan:
         n = script.chunks * ROWS_PER_CHUNK
         return ChangePlan(
-            added=n, changed=0, removed=0, forgotten=0, unchanged=0, to_send=n,
+            added=n,
+            changed=0,
+            removed=0,
+            forgotten=0,
+            unchanged=0,
+            to_send=n,
             chunks=script.chunks,
         )
 
@@ -124,8 +129,15 @@ def fake_activities(script: Script) -> list[object]:
         )
 
     return [
-        resolve_plan, check_destination, snapshot_audience, validate_snapshot, filter_consent,
-        plan_changes, deliver_chunk, commit_delivered, report_run,
+        resolve_plan,
+        check_destination,
+        snapshot_audience,
+        validate_snapshot,
+        filter_consent,
+        plan_changes,
+        deliver_chunk,
+        commit_delivered,
+        report_run,
     ]
 
 

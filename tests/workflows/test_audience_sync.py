@@ -25,7 +25,9 @@ async def start(
 ) -> tuple[Worker, WorkflowHandle[AudienceSyncWorkflow, RunReport]]:
     queue = f"test-{uuid.uuid4()}"
     worker = Worker(
-        env.client, task_queue=queue, workflows=[AudienceSyncWorkflow],
+        env.client,
+        task_queue=queue,
+        workflows=[AudienceSyncWorkflow],
         activities=fake_activities(script),
         # A bug in the workflow fails the test at once instead of retrying the task forever.
         workflow_failure_exception_types=[Exception],

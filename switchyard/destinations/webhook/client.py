@@ -82,7 +82,7 @@ class WebhookClient:
         self._sync = sync
         self._contract_version = destination.contract.version
         self._limiter = limiter
-        self._secret = resolve_secret(self._config, environment, env or os.environ)
+        self._secret = resolve_secret(self._config, environment, os.environ if env is None else env)
         self._http = httpx.AsyncClient(
             timeout=self._config.timeout_seconds,
             transport=transport,
@@ -100,6 +100,9 @@ class WebhookClient:
 
     async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
         body = render_body(batch, idempotency_key, self._sync, self._contract_version)
+        await self._limiter.acquire()
+        # Signed only once the limiter lets it go: a wait behind a long Retry-After must
+        # not leave a timestamp the destination rejects as stale.
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -107,7 +110,6 @@ class WebhookClient:
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
             "Idempotency-Key": idempotency_key,
         }
-        await self._limiter.acquire()
         try:
             response = await self._http.post(self._config.url, content=body, headers=headers)
         except httpx.TimeoutException as error:
