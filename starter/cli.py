@@ -8,7 +8,7 @@ import sys
 import click
 import typer
 
-from starter.commands import catalog, demo, seed, stack, sync
+from starter.commands import catalog, demo, schedules, seed, stack, sync
 
 app = typer.Typer(
     name="switchyard",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(sync.app, name="sync")
+app.add_typer(schedules.app, name="schedules")
 seed.register(app)
 stack.register(app)
 demo.register(app)

@@ -36,6 +36,18 @@ def workflow_id(sync: str) -> str:
     return f"switchyard-sync-{sync}"
 
 
+async def latest_run(client: Client, sync: str, running_only: bool = False) -> SyncHandle | None:
+    """The newest run of a sync, manual or scheduled (schedules suffix their workflow ids)."""
+    query = f"{search_attributes.SYNC.name} = '{sync}'"
+    if running_only:
+        query += " AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query, limit=1):
+        return client.get_workflow_handle_for(
+            AudienceSyncWorkflow.run, execution.id, run_id=execution.run_id
+        )
+    return None
+
+
 def tuning_from(settings: Settings) -> DeliveryTuning:
     delivery = settings.delivery
     return DeliveryTuning(
@@ -63,6 +75,9 @@ async def start_sync(
     dry_run: bool = False,
 ) -> SyncHandle:
     plan = load_catalog(settings.catalog_dir).plan_for(sync)
+    # Scheduled runs carry a suffixed workflow id, so the id alone can't refuse overlap.
+    if await latest_run(client, sync, running_only=True) is not None:
+        raise RunFailed(_already_running(sync))
     try:
         return await client.start_workflow(
             AudienceSyncWorkflow.run,
@@ -86,10 +101,14 @@ async def start_sync(
             ),
         )
     except WorkflowAlreadyStartedError:
-        raise RunFailed(
-            f"sync {sync!r} already has a run in progress; follow it with "
-            f"`switchyard sync status {sync}` or cancel it with `switchyard sync cancel {sync}`"
-        ) from None
+        raise RunFailed(_already_running(sync)) from None
+
+
+def _already_running(sync: str) -> str:
+    return (
+        f"sync {sync!r} already has a run in progress; follow it with "
+        f"`switchyard sync status {sync}` or cancel it with `switchyard sync cancel {sync}`"
+    )
 
 
 async def wait_for_result(

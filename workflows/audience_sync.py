@@ -152,7 +152,8 @@ class AudienceSyncWorkflow:
         failure: BaseException | None = None
         try:
             while next_chunk < self._counts.chunks or pending:
-                room = len(pending) < tuning.window and dispatched < tuning.chunks_per_execution
+                window = min(tuning.window, checkpoint.plan.contract.max_in_flight)
+                room = len(pending) < window and dispatched < tuning.chunks_per_execution
                 if (
                     failure is None
                     and not self._paused

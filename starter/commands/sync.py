@@ -14,11 +14,11 @@ from starter.client import connect
 from starter.runs import (
     RunFailed,
     describe_progress,
+    latest_run,
     start_sync,
     summary_table,
     ui_link,
     wait_for_result,
-    workflow_id,
 )
 from switchyard.catalog.problems import CatalogError
 from switchyard.settings import Settings
@@ -78,12 +78,11 @@ def status(sync: SyncName) -> None:
 
 async def _status(settings: Settings, sync: str) -> int:
     client = await connect(settings)
-    handle = client.get_workflow_handle_for(AudienceSyncWorkflow.run, workflow_id(sync))
-    try:
-        description = await handle.describe()
-    except RPCError:
-        errors.print(f"sync {sync!r} has never run")
+    handle = await latest_run(client, sync)
+    if handle is None:
+        errors.print(f"sync {sync!r} has no runs yet")
         return 1
+    description = await handle.describe()
     state = description.status.name.lower() if description.status else "unknown"
     console.print(f"{sync}: {state} (run {description.run_id})", highlight=False)
     if description.status == WorkflowExecutionStatus.RUNNING:
@@ -95,7 +94,10 @@ async def _status(settings: Settings, sync: str) -> int:
 def _signal(sync: str, action: str) -> int:
     async def send() -> int:
         client = await connect(Settings())
-        handle = client.get_workflow_handle_for(AudienceSyncWorkflow.run, workflow_id(sync))
+        handle = await latest_run(client, sync, running_only=True)
+        if handle is None:
+            errors.print(f"sync {sync!r} has no run in progress")
+            return 1
         try:
             if action == "cancel":
                 await handle.cancel()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from starter.runs import RunFailed, start_sync, wait_for_result
+from starter.runs import RunFailed, latest_run, start_sync, wait_for_result
 from switchyard.runs import RunReport
 from switchyard.sampledata import mutate_duckdb, seed_duckdb
 from switchyard.settings import Settings
@@ -228,3 +228,37 @@ def test_an_invalid_catalog_is_reported_with_file_and_line(settings: Settings) -
     refused = cli(settings, "sync", "run", SYNC)
     assert refused.returncode == 1
     assert "bach_size" in refused.stderr + refused.stdout
+
+
+async def test_schedules_follow_the_catalog_and_a_scheduled_run_resolves_its_plan(
+    client: Client, settings: Settings, simulator: Simulator, workers: Workers
+) -> None:
+    from starter.schedules import apply_schedules, schedule_id
+    from switchyard.catalog.loader import load_catalog
+
+    seed_duckdb(Path(settings.warehouse_url), 3_000)
+    workers.start()
+    catalog = load_catalog(settings.catalog_dir)
+    try:
+        applied = await apply_schedules(client, settings, catalog)
+        assert {(a.sync, a.action) for a in applied} >= {(SYNC, "created")}
+        again = await apply_schedules(client, settings, catalog)
+        assert {a.action for a in again} == {"updated"}
+
+        await client.get_schedule_handle(schedule_id(SYNC)).trigger()
+        handle = None
+        for _ in range(100):  # visibility is eventually consistent
+            handle = await latest_run(client, SYNC)
+            if handle is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert handle is not None, "the triggered run never appeared"
+        report = await handle.result()
+        assert report.status == "succeeded"
+        assert set(simulator.records(HOOK)) == delivered_keys(settings)
+    finally:
+        for sync in catalog.syncs:
+            try:
+                await client.get_schedule_handle(schedule_id(sync)).delete()
+            except Exception:
+                pass
