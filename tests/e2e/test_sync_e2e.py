@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
@@ -258,7 +259,5 @@ async def test_schedules_follow_the_catalog_and_a_scheduled_run_resolves_its_pla
         assert set(simulator.records(HOOK)) == delivered_keys(settings)
     finally:
         for sync in catalog.syncs:
-            try:
+            with contextlib.suppress(Exception):
                 await client.get_schedule_handle(schedule_id(sync)).delete()
-            except Exception:
-                pass
