@@ -253,6 +253,7 @@ async def test_a_batch_resent_with_its_key_is_a_duplicate_and_not_reapplied(
     # As after a crash between the send and its checkpoint: the same batch, the same key.
     replay = await client.send(first_batch, "key-0")
 
+    assert list(first.rejections) == [("b@example.com", "rejected_by_rule")]
     assert replay == first
     assert await sim.records() == {"a@example.com": {"v": 2}}
     stats = await sim.stats()
