@@ -26,7 +26,12 @@ from switchyard.delivery import ratelimit
 from switchyard.delivery.ratelimit import RateLimiter, RateLimiters
 from switchyard.delivery.retry_after import parse_retry_after
 from switchyard.destinations.webhook import client as client_module
-from switchyard.destinations.webhook.client import WebhookClient, render_body, sign
+from switchyard.destinations.webhook.client import (
+    WebhookClient,
+    render_body,
+    resolve_secret,
+    sign,
+)
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
@@ -517,3 +522,22 @@ async def test_a_request_that_times_out_is_retryable(connect: Connect) -> None:
         await client.aclose()
 
     assert isinstance(raised.value.__cause__, httpx.TimeoutException)
+
+
+def test_the_development_placeholder_secret_is_refused_outside_development() -> None:
+    config = WebhookConfig(url="http://127.0.0.1:1/hooks/crm", secret_env="HOOK_SECRET")
+    env = {"HOOK_SECRET": DEV_WEBHOOK_SECRET}
+    assert resolve_secret(config, "development", env) == DEV_WEBHOOK_SECRET.encode()
+    with pytest.raises(DestinationConfigError, match="placeholder"):
+        resolve_secret(config, "production", env)
+
+
+async def test_a_200_that_is_not_json_is_retryable() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, text="<html>bad gateway</html>"))
+    client = WebhookClient(
+        webhook_plan().destination, "test_sync", RateLimiter(None), transport=transport
+    )
+    batch = Batch(0, 0, [Operation("upsert", "a@example.com", "{}")])
+    with pytest.raises(DestinationUnavailableError, match="not JSON"):
+        await client.send(batch, "key-1")
+    await client.aclose()

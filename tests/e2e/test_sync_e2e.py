@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from starter.runs import RunFailed, latest_run, start_sync, wait_for_result
+from starter.runs import RunFailed, start_sync, wait_for_result
 from switchyard.runs import RunReport
 from switchyard.sampledata import mutate_duckdb, seed_duckdb
 from switchyard.settings import Settings
 from switchyard.warehouse.duckdb import DuckDBWarehouse
 from tests.conftest import REPO
 from tests.e2e.conftest import Simulator, Workers
+from workflows.audience_sync import AudienceSyncWorkflow
 
 pytestmark = pytest.mark.e2e
 SYNC = "high_value_to_crm"
@@ -247,14 +248,21 @@ async def test_schedules_follow_the_catalog_and_a_scheduled_run_resolves_its_pla
         assert {a.action for a in again} == {"updated"}
 
         await client.get_schedule_handle(schedule_id(SYNC)).trigger()
-        handle = None
+        # This test's own scheduled run: its task queue is unique to the test.
+        query = (
+            f"TaskQueue = '{settings.temporal.task_queue}' "
+            f"AND WorkflowId STARTS_WITH 'switchyard-sync-{SYNC}-'"
+        )
+        found = []
         for _ in range(100):  # visibility is eventually consistent
-            handle = await latest_run(client, SYNC)
-            if handle is not None:
+            found = [w async for w in client.list_workflows(query)]
+            if found:
                 break
             await asyncio.sleep(0.2)
-        assert handle is not None, "the triggered run never appeared"
-        report = await handle.result()
+        assert found, "the triggered run never appeared"
+        report = await client.get_workflow_handle_for(
+            AudienceSyncWorkflow.run, found[0].id
+        ).result()
         assert report.status == "succeeded"
         assert set(simulator.records(HOOK)) == delivered_keys(settings)
     finally:

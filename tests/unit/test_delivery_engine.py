@@ -53,8 +53,8 @@ class CrashingDestination(FakeDestination):
 
     def applied_per_key(self) -> Counter[str]:
         """As an idempotent destination applies them: a replayed key counts once."""
-        first = dict(reversed(list(zip(self.arrived, self.batches, strict=True))))
-        return Counter(o.key for b in first.values() for o in b.operations)
+        by_key = dict(zip(self.arrived, self.batches, strict=True))
+        return Counter(o.key for b in by_key.values() for o in b.operations)
 
 
 @dataclass

@@ -42,8 +42,13 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def resolve_secret(config: WebhookConfig, environment: str, env: Mapping[str, str]) -> bytes:
     secret = env.get(config.secret_env)
-    if secret:
+    if secret and (secret != DEV_WEBHOOK_SECRET or environment == "development"):
         return secret.encode()
+    if secret:
+        raise DestinationConfigError(
+            f"{config.secret_env} holds the development placeholder secret; "
+            f"set a real one outside development (environment is {environment!r})"
+        )
     if environment == "development":
         return DEV_WEBHOOK_SECRET.encode()
     raise DestinationConfigError(
@@ -123,7 +128,13 @@ class WebhookClient:
     def _outcome(self, response: httpx.Response, batch: Batch) -> BatchOutcome:
         status = response.status_code
         if status == 200:
-            answer = orjson.loads(response.content)
+            try:
+                answer = orjson.loads(response.content)
+            except orjson.JSONDecodeError as error:
+                # A proxy's error page, not the receiver's answer: the batch may not have landed.
+                raise DestinationUnavailableError(
+                    f"{self._name}: HTTP 200 with a body that is not JSON: {response.text[:200]}"
+                ) from error
             rejections = [
                 (
                     str(item.get("key") or batch.operations[int(item["index"])].key),
