@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -143,7 +144,7 @@ class SyncActivities:
         limiter = self._limiters.for_destination(destination.name, destination.contract.rate_limit)
         return create_client(destination, sync, limiter, self._settings.environment, self._env)
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.resolve_plan,
             self.check_destination,

@@ -195,7 +195,7 @@ class AudienceSyncWorkflow:
     ) -> ChunkResult:
         assert self._run is not None
         tuning = request.tuning
-        return await workflow.execute_activity(
+        result: ChunkResult = await workflow.execute_activity(
             "deliver_chunk",
             DeliverChunkInput(run=self._run, destination=checkpoint.plan.destination, chunk=chunk),
             result_type=ChunkResult,
@@ -209,6 +209,7 @@ class AudienceSyncWorkflow:
             ),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        return result
 
     async def _continue_as_new(
         self, request: AudienceSyncInput, checkpoint: SyncCheckpoint, next_chunk: int
@@ -242,7 +243,7 @@ class AudienceSyncWorkflow:
                 CommitInput(run=self._run, plan=checkpoint.plan),
                 CommitResult,
             )
-        report = await self._step(
+        report: RunReport = await self._step(
             "report",
             "report_run",
             ReportInput(

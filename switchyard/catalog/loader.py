@@ -101,7 +101,7 @@ def read_document(file: Path, env: Mapping[str, str]) -> Document:
             return doc
         doc.lines[()] = node.start_mark.line + 1
         _walk(node, (), doc, env, set())
-        doc.data = loader.construct_document(node)
+        doc.data = loader.construct_document(node)  # type: ignore[no-untyped-call]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -114,7 +114,7 @@ def read_document(file: Path, env: Mapping[str, str]) -> Document:
         # Reader errors and bad implicit timestamps (2024-13-01) carry no usable mark.
         doc.problems.append(Problem(file, None, "", f"YAML: {exc}", "fix the YAML"))
     finally:
-        loader.dispose()
+        loader.dispose()  # type: ignore[no-untyped-call]
     return doc
 
 

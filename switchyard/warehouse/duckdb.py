@@ -8,7 +8,6 @@ seed or change profiles between runs.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 import duckdb
 
-from switchyard.warehouse.base import WarehouseError
+from switchyard.warehouse.base import Dialect, Session, WarehouseError
+from switchyard.warehouse.duckdb_lock import WarehouseLockedError, connect_with_retry
 
 LOCK_WAIT_SECONDS = 30.0
 
@@ -40,24 +40,10 @@ class DuckDBDialect:
         return f"strftime(CAST({expr} AS DATE), '%Y-%m-%d')"
 
 
-def connect_with_retry(
-    path: Path, timeout_s: float = LOCK_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file, waiting while another process holds its write lock."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return duckdb.connect(str(path))
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() > deadline:
-                raise WarehouseError(f"cannot open warehouse {path}: {error}") from error
-            time.sleep(0.2)
-
-
 class DuckDBSession:
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._cursor = cursor
-        self.dialect = DuckDBDialect()
+        self.dialect: Dialect = DuckDBDialect()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         try:
@@ -127,7 +113,7 @@ class DuckDBWarehouse:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.url = str(self.path)
-        self.dialect = DuckDBDialect()
+        self.dialect: Dialect = DuckDBDialect()
         self._lock = threading.Lock()
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._users = 0
@@ -136,7 +122,10 @@ class DuckDBWarehouse:
         with self._lock:
             if self._connection is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._connection = connect_with_retry(self.path)
+                try:
+                    self._connection = connect_with_retry(self.path, LOCK_WAIT_SECONDS)
+                except (WarehouseLockedError, duckdb.Error) as error:
+                    raise WarehouseError(f"cannot open warehouse {self.path}: {error}") from error
             self._users += 1
             return self._connection
 
@@ -147,7 +136,7 @@ class DuckDBWarehouse:
                 self._connection.close()
                 self._connection = None
 
-    def session(self) -> AbstractContextManager[DuckDBSession]:
+    def session(self) -> AbstractContextManager[Session]:
         return self._session()
 
     @contextmanager
