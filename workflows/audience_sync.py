@@ -153,7 +153,11 @@ class AudienceSyncWorkflow:
         try:
             while next_chunk < self._counts.chunks or pending:
                 window = min(tuning.window, checkpoint.plan.contract.max_in_flight)
-                room = len(pending) < window and dispatched < tuning.chunks_per_execution
+                due = (
+                    dispatched >= tuning.chunks_per_execution
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+                room = len(pending) < window and not due
                 if (
                     failure is None
                     and not self._paused
@@ -178,7 +182,7 @@ class AudienceSyncWorkflow:
                     continue
                 if failure is not None:
                     break
-                if dispatched >= tuning.chunks_per_execution:
+                if due:
                     await self._continue_as_new(request, checkpoint, next_chunk)
                 await workflow.wait_condition(lambda: not self._paused)
         except asyncio.CancelledError:
