@@ -29,7 +29,10 @@ def build_worker(
     task_queue: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Worker:
-    activities = SyncActivities(open_warehouse(settings.warehouse_url), settings, env)
+    warehouse = open_warehouse(
+        settings.warehouse_url, linger_seconds=1.0, memory_limit=settings.duckdb_memory_limit
+    )
+    activities = SyncActivities(warehouse, settings, env)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.task_queue,
@@ -37,6 +40,10 @@ def build_worker(
         activities=activities.all(),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
         max_concurrent_activities=16,
+        # Eagerly dispatched activities go to the worker that ran the workflow task, so one
+        # worker would deliver nearly every chunk of a run; through the task queue, chunks
+        # spread over every worker process polling it (Postgres lets several share a run).
+        disable_eager_activity_execution=True,
     )
 
 

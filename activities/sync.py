@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +71,9 @@ class SyncActivities:
         self._settings = settings
         self._env = env
         self._limiters = RateLimiters()
+        # Delivery clients live as long as the worker: their connection pools (and TLS
+        # contexts, costly to build) are reused by every chunk sent to the same destination.
+        self._clients: dict[str, DestinationClient] = {}
 
     @activity.defn(name="resolve_plan")
     def resolve_plan(self, sync: str) -> SyncPlan:
@@ -115,7 +121,7 @@ class SyncActivities:
         # authority, this only saves re-reading them when they agree.
         progress = _Progress(int(details[0]) if details else -1)
         heartbeat = asyncio.create_task(_keep_heartbeating(progress, info.heartbeat_timeout))
-        client = self._client(request.destination, request.run.sync)
+        client = self._delivery_client(request.destination, request.run.sync)
         try:
             with retry_meaning():
                 return await engine.deliver_chunk(
@@ -125,10 +131,11 @@ class SyncActivities:
                     request.chunk,
                     progress.last_done,
                     progress.advance,
+                    request.concurrency,
+                    worker=worker_identity(),
                 )
         finally:
             heartbeat.cancel()
-            await client.aclose()
 
     @activity.defn(name="commit_delivered")
     def commit_delivered(self, request: CommitInput) -> CommitResult:
@@ -139,6 +146,19 @@ class SyncActivities:
     def report_run(self, request: ReportInput) -> RunReport:
         with retry_meaning(), self._warehouse.session() as session:
             return ledger.report_run(session, request, datetime.now(UTC))
+
+    def _delivery_client(self, destination: Destination, sync: str) -> DestinationClient:
+        key = hashlib.sha1(f"{sync}\0{destination.model_dump_json()}".encode()).hexdigest()
+        client = self._clients.get(key)
+        if client is None:
+            with retry_meaning():
+                client = self._clients[key] = self._client(destination, sync)
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     def _client(self, destination: Destination, sync: str) -> DestinationClient:
         limiter = self._limiters.for_destination(destination.name, destination.contract.rate_limit)
@@ -156,6 +176,11 @@ class SyncActivities:
             self.commit_delivered,
             self.report_run,
         ]
+
+
+def worker_identity() -> str:
+    """This worker process, as Temporal's default identity names it (`pid@host`)."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 class _Progress:

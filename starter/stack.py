@@ -7,11 +7,13 @@ dev server keeps its SQLite file in the state folder, so workflows survive a res
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from switchyard.settings import Settings
 from workflows import search_attributes
 
 BIN = Path(sys.executable).parent
+PR_SET_PDEATHSIG = 1
 
 
 class StackError(RuntimeError):
@@ -52,6 +55,7 @@ class Stack:
             # Own process group: a Ctrl-C in the terminal reaches us, and we stop children
             # in order rather than all at once.
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child = Child(name, process, log)
         self.children.append(child)
@@ -68,6 +72,13 @@ class Stack:
                 raise StackError(
                     f"{child.name} exited with code {child.process.returncode}; see {child.log}"
                 )
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM us if the stack's process dies without cleaning up."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
@@ -135,6 +146,8 @@ def start_temporal(stack: Stack) -> None:
 
 def start_simulator(stack: Stack) -> None:
     settings = stack.settings
+    if port_open(settings.simulator_host, settings.simulator_port):
+        raise StackError(f"something already listens on {settings.simulator_url}")
     argv = [
         sys.executable,
         "-m",
@@ -155,6 +168,11 @@ def start_worker(stack: Stack) -> Child:
 @contextlib.contextmanager
 def embedded_stack(settings: Settings, simulator: bool = True) -> Iterator[Stack]:
     stack = Stack(settings)
+    # A plain SIGTERM would end us without running `finally`; make it unwind like Ctrl-C.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM)
+    if in_main and previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         start_temporal(stack)
         if simulator:
@@ -163,3 +181,9 @@ def embedded_stack(settings: Settings, simulator: bool = True) -> Iterator[Stack
         yield stack
     finally:
         stack.stop()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -124,6 +124,9 @@ class DeliverChunkInput(Model):
     run: RunRef
     destination: Destination
     chunk: int
+    # Batches in flight inside this chunk; the window of chunks times this stays within the
+    # contract's max_in_flight.
+    concurrency: int = Field(default=1, ge=1)
 
 
 class ChunkResult(Model):

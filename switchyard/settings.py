@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     catalog_dir: Path = Path("examples/catalog")
     # Where profiles live and where sync state is kept: a DuckDB file path or a postgres:// URL.
     warehouse: str = ""
+    # DuckDB's buffer pool in the worker; beyond it DuckDB spills to disk.
+    duckdb_memory_limit: str = "1GB"
     temporal: TemporalSettings = TemporalSettings()
     delivery: DeliverySettings = DeliverySettings()
     simulator_host: str = "127.0.0.1"

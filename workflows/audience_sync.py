@@ -201,7 +201,12 @@ class AudienceSyncWorkflow:
         tuning = request.tuning
         result: ChunkResult = await workflow.execute_activity(
             "deliver_chunk",
-            DeliverChunkInput(run=self._run, destination=checkpoint.plan.destination, chunk=chunk),
+            DeliverChunkInput(
+                run=self._run,
+                destination=checkpoint.plan.destination,
+                chunk=chunk,
+                concurrency=_per_chunk(checkpoint.plan.contract.max_in_flight, tuning.window),
+            ),
             result_type=ChunkResult,
             start_to_close_timeout=timedelta(hours=2),
             heartbeat_timeout=tuning.heartbeat_timeout,
@@ -316,6 +321,11 @@ class AudienceSyncWorkflow:
         self._phase = phase
         if self._labelled():
             workflow.upsert_search_attributes([search_attributes.PHASE.value_set(phase)])
+
+
+def _per_chunk(max_in_flight: int, window: int) -> int:
+    """Batches in flight per chunk so that the whole window uses the contract's allowance."""
+    return max(1, max_in_flight // max(1, min(window, max_in_flight)))
 
 
 def _describe(error: BaseException, phase: str) -> str:

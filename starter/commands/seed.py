@@ -1,9 +1,9 @@
-"""`switchyard seed` and `switchyard mutate`: sample CDP data in the local DuckDB warehouse."""
+"""`switchyard seed` and `switchyard mutate`: sample CDP data in the warehouse (a DuckDB file
+or a Postgres database)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -14,11 +14,14 @@ from switchyard.sampledata import (
     MutationSummary,
     SampleDataMissingError,
     SeedSummary,
-    mutate_duckdb,
-    seed_duckdb,
+    mutate_warehouse,
+    seed_warehouse,
 )
 from switchyard.settings import Settings
+from switchyard.warehouse.base import WarehouseError
 from switchyard.warehouse.duckdb_lock import WarehouseLockedError
+from switchyard.warehouse.factory import is_postgres
+from switchyard.warehouse.postgres import redact
 
 T = TypeVar("T")
 
@@ -26,12 +29,11 @@ console = Console()
 errors = Console(stderr=True)
 
 WarehouseOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--warehouse",
-        help="DuckDB file to write. Default: the configured warehouse "
+        help="DuckDB file or postgresql:// URL to write. Default: the configured warehouse "
         "(SWITCHYARD_WAREHOUSE, else .state/warehouse.duckdb).",
-        dir_okay=False,
     ),
 ]
 
@@ -46,12 +48,12 @@ def seed(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Fill the warehouse with deterministic sample CDP data (see SEED_HELP)."""
-    path = _warehouse_path(warehouse)
+    url = _warehouse_url(warehouse)
     with _progress() as bar:
         task = bar.add_task("seeding profiles", total=profiles)
         summary = _run(
-            lambda: seed_duckdb(
-                path,
+            lambda: seed_warehouse(
+                url,
                 profiles,
                 seed,
                 progress=lambda done: bar.update(task, completed=done),
@@ -69,9 +71,9 @@ def mutate(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Change some seeded profiles so the next sync has work to do (see MUTATE_HELP)."""
-    path = _warehouse_path(warehouse)
-    summary = _run(lambda: mutate_duckdb(path, count, seed, on_lock_wait=_say_waiting))
-    _print_mutation(summary, path)
+    url = _warehouse_url(warehouse)
+    summary = _run(lambda: mutate_warehouse(url, count, seed, on_lock_wait=_say_waiting))
+    _print_mutation(summary, url)
 
 
 # Help as single paragraphs: typer keeps a docstring's line breaks when it renders help.
@@ -96,23 +98,21 @@ def register(app: typer.Typer) -> None:
     app.command("mutate", help=MUTATE_HELP)(mutate)
 
 
-def _warehouse_path(option: Path | None) -> Path:
-    if option is not None:
-        return option
-    url = Settings().warehouse_url
-    if "://" in url:
+def _warehouse_url(option: str | None) -> str:
+    url = option if option is not None else Settings().warehouse_url
+    if "://" in url and not is_postgres(url) and not url.startswith("duckdb://"):
         errors.print(
-            f"[red]error:[/] the configured warehouse is {url.split('://')[0]}://…; "
-            "seed and mutate write DuckDB files only — pass --warehouse PATH.duckdb"
+            f"[red]error:[/] unsupported warehouse {url.split('://')[0]}://…; "
+            "pass a DuckDB file path or a postgresql:// URL"
         )
         raise typer.Exit(2)
-    return Path(url)
+    return url
 
 
 def _run(action: Callable[[], T]) -> T:
     try:
         return action()
-    except (WarehouseLockedError, SampleDataMissingError, ValueError) as error:
+    except (WarehouseLockedError, WarehouseError, SampleDataMissingError, ValueError) as error:
         errors.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from error
 
@@ -135,13 +135,14 @@ def _progress() -> Progress:
 def _print_seed(summary: SeedSummary) -> None:
     rows = " · ".join(f"{table} {count:,}" for table, count in summary.rows.items())
     console.print(
-        f"[green]seeded[/] {rows} in {summary.seconds:.1f}s (seed {summary.seed}) → {summary.path}"
+        f"[green]seeded[/] {rows} in {summary.seconds:.1f}s (seed {summary.seed}) "
+        f"→ {summary.warehouse}"
     )
 
 
-def _print_mutation(summary: MutationSummary, path: Path) -> None:
+def _print_mutation(summary: MutationSummary, url: str) -> None:
     console.print(
-        f"[green]mutated[/] {summary.total:,} profiles in {path} at {summary.mutated_at}: "
+        f"[green]mutated[/] {summary.total:,} profiles in {redact(url)} at {summary.mutated_at}: "
         f"traits {len(summary.traits_changed):,} · "
         f"lifetime_value < 500 {len(summary.ltv_dropped):,} · "
         f"email_marketing revoked {len(summary.consent_revoked):,}"

@@ -11,11 +11,14 @@ import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from switchyard.destinations.base import BatchOutcome, DestinationClient
 from switchyard.pipeline.checkpoints import Batch, acked_batches, read_chunk, record_ack
 from switchyard.runs import ChunkResult, RunRef
-from switchyard.warehouse.base import Warehouse
+from switchyard.warehouse.base import Session, Warehouse
+
+T = TypeVar("T")
 
 
 def idempotency_key(run: RunRef, batch: Batch) -> str:
@@ -24,14 +27,30 @@ def idempotency_key(run: RunRef, batch: Batch) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-def _load(warehouse: Warehouse, run: RunRef, chunk: int) -> tuple[list[Batch], set[int]]:
-    with warehouse.session() as session:
-        return read_chunk(session, run, chunk), acked_batches(session, run, chunk)
+class _Checkpointer:
+    """One warehouse session for the whole chunk, used by one thread at a time.
 
+    Holding it keeps an embedded warehouse open for the chunk's lifetime instead of
+    reopening the file for every batch.
+    """
 
-def _checkpoint(warehouse: Warehouse, run: RunRef, batch: Batch, outcome: BatchOutcome) -> None:
-    with warehouse.session() as session:
-        record_ack(session, run, batch, outcome.accepted, outcome.rejections)
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._context = warehouse.session()
+        self._session: Session | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> _Checkpointer:
+        self._session = await asyncio.to_thread(self._context.__enter__)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self._context.__exit__, None, None, None)
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        assert self._session is not None
+        session = self._session
+        async with self._lock:
+            return await asyncio.to_thread(work, session)
 
 
 async def deliver_chunk(
@@ -41,33 +60,78 @@ async def deliver_chunk(
     chunk: int,
     resume_after: int = -1,
     on_progress: Callable[[int], None] = lambda _: None,
+    concurrency: int = 1,
+    worker: str | None = None,
 ) -> ChunkResult:
-    """Deliver one chunk; `resume_after` is the last batch a previous attempt reported done."""
-    batches, done = await asyncio.to_thread(_load, warehouse, run, chunk)
+    """Deliver one chunk with up to `concurrency` batches in flight.
+
+    `resume_after` is the last batch a previous attempt reported done; `on_progress` gets the
+    highest batch number below which every batch is acknowledged, so it is safe to resume
+    after even though batches may complete out of order.
+    """
     result = ChunkResult(chunk=chunk)
     rejected: Counter[str] = Counter()
-    for batch in batches:
-        if batch.number in done or batch.number <= resume_after:
-            result.skipped_batches += 1
-            continue
-        outcome = await _send_whole(warehouse, client, run, batch)
-        result.batches += 1
-        result.sent += len(batch.operations)
-        result.accepted += outcome.accepted
-        rejected.update(reason for _, reason in outcome.rejections)
-        on_progress(batch.number)
+    async with _Checkpointer(warehouse) as store:
+        batches = await store.run(lambda s: read_chunk(s, run, chunk))
+        done = await store.run(lambda s: acked_batches(s, run, chunk))
+        todo = [b for b in batches if b.number not in done and b.number > resume_after]
+        result.skipped_batches = len(batches) - len(todo)
+        acked = {b.number for b in batches} - {b.number for b in todo}
+        limit = asyncio.Semaphore(max(1, concurrency))
+        stopped = asyncio.Event()  # after a failure, queued batches are not started
+
+        async def deliver(batch: Batch) -> None:
+            async with limit:
+                if stopped.is_set():
+                    return
+                try:
+                    outcome = await _send_whole(store, client, run, batch, worker)
+                except BaseException:
+                    stopped.set()
+                    raise
+            result.batches += 1
+            result.sent += len(batch.operations)
+            result.accepted += outcome.accepted
+            rejected.update(reason for _, reason in outcome.rejections)
+            acked.add(batch.number)
+            on_progress(_contiguous(acked) - 1)
+
+        tasks = [asyncio.ensure_future(deliver(batch)) for batch in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # One batch failed or we were cancelled: the others finish or stop cleanly, so
+            # every batch the destination acknowledged is checkpointed before we leave.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
     result.rejected = dict(rejected)
     return result
 
 
+def _contiguous(numbers: set[int]) -> int:
+    """How many batches from 0 up are all in `numbers`."""
+    n = 0
+    while n in numbers:
+        n += 1
+    return n
+
+
 async def _send_whole(
-    warehouse: Warehouse, client: DestinationClient, run: RunRef, batch: Batch
+    store: _Checkpointer,
+    client: DestinationClient,
+    run: RunRef,
+    batch: Batch,
+    worker: str | None = None,
 ) -> BatchOutcome:
     """Send and checkpoint one batch; a cancellation waits for both, never half of it."""
 
     async def send_and_checkpoint() -> BatchOutcome:
         outcome = await client.send(batch, idempotency_key(run, batch))
-        await asyncio.to_thread(_checkpoint, warehouse, run, batch, outcome)
+        await store.run(
+            lambda s: record_ack(s, run, batch, outcome.accepted, outcome.rejections, worker=worker)
+        )
         return outcome
 
     task = asyncio.ensure_future(send_and_checkpoint())

@@ -3,6 +3,15 @@
 It paces requests to the contract's allowance, and when the destination answers 429 with
 Retry-After, `hold_until` stops every sender to that destination until then, so one
 chunk's rate-limit answer is not rediscovered by the others.
+
+The bucket lives in one worker process. With several worker processes (Postgres lets them
+share a run's chunks) each paces itself to the whole allowance, so N workers may together
+send up to N times the contract's `rate_limit`, and a 429's Retry-After holds only the
+process that received it (the others find out on their own next request). Until buckets
+are shared, give a destination with a hard limit a contract `rate_limit` of its allowance
+divided by the number of workers. Sharing would mean a bucket row per destination in the
+warehouse's state schema, taken with one atomic UPDATE ... RETURNING per request, and the
+Retry-After hold stored beside it.
 """
 
 from __future__ import annotations

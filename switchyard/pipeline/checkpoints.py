@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from switchyard.pipeline.state import run_table
 from switchyard.runs import RunRef
 from switchyard.warehouse.base import Session
 
 
-@dataclass(frozen=True)
-class Operation:
+class Operation(NamedTuple):
+    """One row to send; a tuple because a chunk builds tens of thousands of them."""
+
     op: str  # "upsert" or "remove"
     key: str
     fields: str | None  # the payload's JSON object text, rendered in the warehouse
@@ -30,10 +32,13 @@ def read_chunk(session: Session, run: RunRef, chunk: int) -> list[Batch]:
         (chunk,),
     )
     batches: dict[int, Batch] = {}
-    for number, op, key, fields in rows:
-        batches.setdefault(number, Batch(chunk, number)).operations.append(
-            Operation(op, key, fields)
-        )
+    make = Operation._make
+    for row in rows:
+        number = row[0]
+        batch = batches.get(number)
+        if batch is None:
+            batch = batches[number] = Batch(chunk, number)
+        batch.operations.append(make(row[1:]))
     return [batches[n] for n in sorted(batches)]
 
 
@@ -51,23 +56,40 @@ def record_ack(
     batch: Batch,
     accepted: int,
     rejections: Sequence[tuple[str, str]],
+    *,
+    worker: str | None = None,
 ) -> None:
-    """Durably note that the destination acknowledged a batch, with its rejected rows."""
+    """Durably note that the destination acknowledged a batch, with its rejected rows.
+
+    One statement when nothing was rejected (the common case, on the hot path); a batch
+    already noted is left as it is, so a replayed acknowledgement changes nothing, even when
+    two workers race to note the same batch (the second insert waits for the first and
+    then does nothing, so its rejections are not counted twice). `worker` names the worker
+    process that sent the batch.
+    """
+    insert = """INSERT INTO switchyard.acked_batches
+        (run_id, chunk, batch, accepted, rejected, worker, acked_at)
+        VALUES (?, ?, ?, ?, ?, ?, current_timestamp)
+        ON CONFLICT (run_id, chunk, batch) DO NOTHING"""
+    values = (run.run_id, batch.chunk, batch.number, accepted, len(rejections), worker)
+    if not rejections:
+        session.execute(insert, values)
+        return
     with session.transaction():
-        already = session.fetchone(
-            "SELECT 1 FROM switchyard.acked_batches WHERE run_id = ? AND chunk = ? AND batch = ?",
-            (run.run_id, batch.chunk, batch.number),
-        )
-        if already:
+        if session.fetchone(insert + " RETURNING batch", values) is None:
             return
-        session.execute(
-            """INSERT INTO switchyard.acked_batches
-            (run_id, chunk, batch, accepted, rejected, acked_at)
-            VALUES (?, ?, ?, ?, ?, current_timestamp)""",
-            (run.run_id, batch.chunk, batch.number, accepted, len(rejections)),
-        )
         session.executemany(
             """INSERT INTO switchyard.row_outcomes (run_id, sync_id, stage, key, reason)
             VALUES (?, ?, 'rejected', ?, ?)""",
             [(run.run_id, run.sync, key, reason) for key, reason in rejections],
         )
+
+
+def batches_by_worker(session: Session, run_id: str) -> dict[str, int]:
+    """How many of a run's batches each worker process acknowledged (kept for recent runs)."""
+    rows = session.fetchall(
+        "SELECT coalesce(worker, 'unknown'), count(*) FROM switchyard.acked_batches "
+        "WHERE run_id = ? GROUP BY 1 ORDER BY 1",
+        (run_id,),
+    )
+    return {str(worker): int(n) for worker, n in rows}

@@ -9,7 +9,8 @@ from switchyard.runs import ReportInput, RunReport
 from switchyard.warehouse.base import Session
 
 WORKING_TABLES = ("snap", "val", "elig", "chg")
-# Per-row explanations are kept for this many recent runs of each sync.
+# Per-row explanations and per-batch checkpoints (which worker sent what) are kept for this
+# many recent runs of each sync.
 OUTCOME_RUNS_KEPT = 20
 
 
@@ -60,16 +61,18 @@ def report_run(session: Session, request: ReportInput, finished_at: datetime) ->
 
 
 def _prune_outcomes(session: Session, sync: str) -> None:
+    recent = """SELECT run_id FROM switchyard.runs WHERE sync_id = ?
+        ORDER BY started_at DESC LIMIT ?"""
     session.execute(
-        """DELETE FROM switchyard.row_outcomes WHERE sync_id = ? AND run_id NOT IN (
-            SELECT run_id FROM switchyard.runs WHERE sync_id = ?
-            ORDER BY started_at DESC LIMIT ?)""",
+        f"DELETE FROM switchyard.row_outcomes WHERE sync_id = ? AND run_id NOT IN ({recent})",
         (sync, sync, OUTCOME_RUNS_KEPT),
     )
+    # Checkpoints carry no sync id: those of this sync's finished runs that left the window.
     session.execute(
-        """DELETE FROM switchyard.acked_batches WHERE run_id IN (
-            SELECT run_id FROM switchyard.runs WHERE sync_id = ? AND finished_at IS NOT NULL)""",
-        (sync,),
+        f"""DELETE FROM switchyard.acked_batches WHERE run_id IN (
+            SELECT run_id FROM switchyard.runs WHERE sync_id = ? AND finished_at IS NOT NULL
+            AND run_id NOT IN ({recent}))""",
+        (sync, sync, OUTCOME_RUNS_KEPT),
     )
 
 

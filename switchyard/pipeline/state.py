@@ -3,7 +3,7 @@
 - `delivered`: per sync, the key and payload hash the destination acknowledged last; the
   diff compares each run's snapshot with it.
 - `acked_batches`: durable per-batch checkpoints, so a restarted deliver activity re-sends
-  at most the batches that were in flight.
+  at most the batches that were in flight; each names the worker process that sent it.
 - `row_outcomes`: why a row was not sent (invalid, excluded, rejected), per run.
 - `row_errors`: the destination's latest rejection per row, cleared when it gets through.
 - `runs`: the run ledger.
@@ -32,6 +32,7 @@ DDL = [
         accepted INTEGER NOT NULL,
         rejected INTEGER NOT NULL,
         acked_at TIMESTAMP NOT NULL,
+        worker VARCHAR,
         PRIMARY KEY (run_id, chunk, batch))""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.row_outcomes (
         run_id VARCHAR NOT NULL,
@@ -61,12 +62,41 @@ DDL = [
         full_resync BOOLEAN NOT NULL,
         counts VARCHAR NOT NULL,
         error VARCHAR)""",
+    # Added after the first release: state created before it lacks the column.
+    f"ALTER TABLE {SCHEMA}.acked_batches ADD COLUMN IF NOT EXISTS worker VARCHAR",
+]
+
+# Where filtered reads need them (Postgres): rows of one run in the per-run outcomes.
+INDEXES = [
+    f"CREATE INDEX IF NOT EXISTS row_outcomes_run ON {SCHEMA}.row_outcomes (run_id, stage)",
 ]
 
 
 def ensure_schema(session: Session) -> None:
-    for statement in DDL:
-        session.execute(statement)
+    """Create or upgrade the state tables; cheap and lock-free once they are current.
+
+    Worker processes may start runs at the same moment, and Postgres refuses two concurrent
+    CREATE ... IF NOT EXISTS of one name, so the DDL runs under one lock held across every
+    process (an advisory lock on Postgres) and in one transaction: all of it applies or
+    none, and the last column added marks it done.
+    """
+    if _current(session):
+        return
+    with session.exclusive("switchyard.ensure_schema"):
+        for statement in DDL:
+            session.execute(statement)
+        if session.dialect.needs_indexes:
+            for statement in INDEXES:
+                session.execute(statement)
+
+
+def _current(session: Session) -> bool:
+    row = session.fetchone(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = 'acked_batches' AND column_name = 'worker'",
+        (SCHEMA,),
+    )
+    return bool(row and row[0])
 
 
 def run_table(run: RunRef, stage: str) -> str:

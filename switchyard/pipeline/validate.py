@@ -94,9 +94,11 @@ def validate_snapshot(session: Session, run: RunRef, plan: SyncPlan) -> Validati
         f"{_invalid_reason(session, plan, columns)} AS _reason",
     ]
     session.execute(f"DROP TABLE IF EXISTS {table}")
+    # MATERIALIZED: normalise each row once. Postgres would otherwise inline `n` and evaluate
+    # a normalisation (several regexes for a phone) again at every reference to it.
     session.execute(
         f"""CREATE TABLE {table} AS
-        WITH n AS (SELECT {", ".join(normalise)} FROM {snap}),
+        WITH n AS MATERIALIZED (SELECT {", ".join(normalise)} FROM {snap}),
         c AS (SELECT {", ".join(checked)} FROM n)
         SELECT c.*,
           CASE WHEN _reason IS NOT NULL THEN _reason

@@ -20,7 +20,8 @@ SCHEMA = "main"
 
 @dataclass(frozen=True, slots=True)
 class SeedSummary:
-    path: Path
+    # The DuckDB file's path, or the Postgres URL without its password.
+    warehouse: str
     seed: int
     rows: dict[str, int]
     seconds: float
@@ -28,6 +29,10 @@ class SeedSummary:
     @property
     def profiles(self) -> int:
         return self.rows["profiles"]
+
+    @property
+    def path(self) -> Path:
+        return Path(self.warehouse)
 
 
 def seed_duckdb(
@@ -69,7 +74,7 @@ def seed_duckdb(
         raise
     finally:
         con.close()
-    return SeedSummary(path, seed, rows, time.perf_counter() - started)
+    return SeedSummary(str(path), seed, rows, time.perf_counter() - started)
 
 
 def _staging(table: str) -> str:

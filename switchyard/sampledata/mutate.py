@@ -9,20 +9,24 @@ Three kinds, chosen by a seeded hash of profile_id (no wall clock, no Python row
 Every touched profile gets updated_at (trait changes also last_seen_at) = the mutation
 instant: one minute after the newest updated_at in the tables (and never before
 REFERENCE_AT), so repeated mutations move forward.
+
+The same SQL runs on DuckDB and Postgres and gives the same result on both: the hash is
+md5 (its first hex digits as an integer), amounts are computed in whole cents, and names
+are picked with CASE, so the same data and seed change the same profiles the same way.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
-
 from switchyard.sampledata.profiles import REFERENCE_AT
+from switchyard.warehouse.base import Session
+from switchyard.warehouse.duckdb import DuckDBSession
 from switchyard.warehouse.duckdb_lock import connect_with_retry
+from switchyard.warehouse.postgres import PostgresSession, connect
 
 _CHOSEN = "_sampledata_mutation"
 _REPLACEMENT_NAMES = ("Alex", "Sam", "Jordan", "Zoë", "José", "Łukasz", "Anne-Marie", "Kenji")
@@ -60,37 +64,49 @@ def mutate_duckdb(
 
     When too few profiles qualify for a drop or a revocation, the rest get trait changes.
     """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    _check_count(count)
     if not path.exists():
         raise SampleDataMissingError(f"no warehouse at {path}; run `switchyard seed` first")
     con = connect_with_retry(path, lock_timeout_s, on_wait=on_lock_wait)
     try:
-        _require_tables(con)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            summary = _mutate(con, count, seed)
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                con.execute("ROLLBACK")
-            raise
-        return summary
+        return mutate(DuckDBSession(con), count, seed)
     finally:
         con.close()
 
 
-def _mutate(con: duckdb.DuckDBPyConnection, count: int, seed: int) -> MutationSummary:
-    total = _scalar(con, "SELECT count(*) FROM main.profiles")
+def mutate_postgres(url: str, count: int, seed: int = 7) -> MutationSummary:
+    """mutate_duckdb's changes, in the Postgres database at `url`."""
+    _check_count(count)
+    con = connect(url, "switchyard-mutate")
+    try:
+        return mutate(PostgresSession(con), count, seed)
+    finally:
+        con.close()
+
+
+def mutate(session: Session, count: int, seed: int = 7) -> MutationSummary:
+    """Change `count` profiles through an open session, in one transaction."""
+    _check_count(count)
+    _require_tables(session)
+    with session.transaction():
+        return _mutate(session, count, int(seed))
+
+
+def _check_count(count: int) -> None:
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+
+
+def _mutate(session: Session, count: int, seed: int) -> MutationSummary:
+    total = _scalar(session, "SELECT count(*) FROM profiles")
     if count > total:
         raise ValueError(f"count {count} exceeds the {total} profiles in the warehouse")
-    _choose(con, seed, drops=count * 15 // 100, revokes=count * 15 // 100, count=count)
-    mutated_at = _mutation_instant(con)
-    params = {"at": mutated_at, "names": list(_REPLACEMENT_NAMES)}
+    _choose(session, seed, drops=count * 15 // 100, revokes=count * 15 // 100, count=count)
+    mutated_at = _mutation_instant(session)
     for sql in _UPDATES:
-        con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
-    rows = con.execute(f"SELECT kind, profile_id FROM {_CHOSEN} ORDER BY profile_id").fetchall()
-    con.execute(f"DROP TABLE {_CHOSEN}")
+        session.execute(sql, (mutated_at,) * sql.count("?"))
+    rows = session.fetchall(f"SELECT kind, profile_id FROM {_CHOSEN} ORDER BY profile_id")
+    session.execute(f"DROP TABLE {_CHOSEN}")
     by_kind: dict[str, list[str]] = {"traits": [], "ltv_drop": [], "consent_revoked": []}
     for kind, profile_id in rows:
         by_kind[kind].append(profile_id)
@@ -102,48 +118,57 @@ def _mutate(con: duckdb.DuckDBPyConnection, count: int, seed: int) -> MutationSu
     )
 
 
-def _choose(
-    con: duckdb.DuckDBPyConnection, seed: int, drops: int, revokes: int, count: int
-) -> None:
+def _hex_int(session: Session, hex_digits: str, digits: int) -> str:
+    """SQL turning `digits` hex digits into a non-negative BIGINT, identically per engine."""
+    if session.dialect.name == "postgres":
+        return f"CAST(CAST('x' || {hex_digits} AS bit({4 * digits})) AS BIGINT)"
+    return f"CAST('0x' || {hex_digits} AS BIGINT)"
+
+
+def _choose(session: Session, seed: int, drops: int, revokes: int, count: int) -> None:
     """Fill the temp table: drops first, then revocations, then traits for the rest.
 
     Each kind takes the profiles with the lowest hash(profile_id, seed) that qualify and
     aren't taken yet. Taking the top n + taken by hash before excluding the taken ones keeps
-    every step a top-N over the table plus a tiny anti-join.
+    every step a top-N over the table plus a tiny anti-join. h orders the picks; v (the
+    trait variant) and r (an amount / name pick) come from other digits of the same md5.
     """
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {_CHOSEN} ("
-        " profile_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, h UBIGINT NOT NULL,"
-        # Small numbers from other bits of h: the trait variant and an amount / name pick.
-        " v INTEGER GENERATED ALWAYS AS ((h % 4)::INTEGER) VIRTUAL,"
-        " r BIGINT GENERATED ALWAYS AS ((h // 7 % 1000003)::BIGINT) VIRTUAL)"
+    digest = f"md5(profile_id || ':{seed}')"
+    h = _hex_int(session, f"substr({digest}, 1, 15)", 15)
+    r = _hex_int(session, f"substr({digest}, 16, 5)", 5)
+    session.execute(
+        f"CREATE TEMP TABLE {_CHOSEN} ("
+        " profile_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, h BIGINT NOT NULL,"
+        " v INTEGER NOT NULL, r BIGINT NOT NULL)"
     )
     steps = (
-        ("ltv_drop", "main.profiles WHERE lifetime_value >= 500", drops),
+        ("ltv_drop", "profiles WHERE lifetime_value >= 500", drops),
         ("consent_revoked", _GRANTED_EMAIL, revokes),
-        ("traits", "main.profiles", None),
+        ("traits", "profiles", None),
     )
     for kind, source, wanted in steps:
-        taken = _scalar(con, f"SELECT count(*) FROM {_CHOSEN}")
+        taken = _scalar(session, f"SELECT count(*) FROM {_CHOSEN}")
         n = count - taken if wanted is None else wanted
-        con.execute(
-            f"INSERT INTO {_CHOSEN} (profile_id, kind, h) "
-            f"SELECT profile_id, '{kind}', h FROM ("
-            f"  SELECT profile_id, hash(profile_id, $seed) AS h FROM {source}"
-            "   ORDER BY h, profile_id LIMIT $pool"
-            f") ANTI JOIN {_CHOSEN} USING (profile_id) ORDER BY h, profile_id LIMIT $n",
-            {"seed": seed, "pool": n + taken, "n": n},
+        session.execute(
+            f"INSERT INTO {_CHOSEN} (profile_id, kind, h, v, r) "
+            f"SELECT profile_id, '{kind}', h, CAST(h % 4 AS INTEGER), r FROM ("
+            f"  SELECT profile_id, {h} AS h, {r} AS r FROM {source}"
+            "   ORDER BY h, profile_id LIMIT ?"
+            f") AS top WHERE NOT EXISTS ("
+            f"  SELECT 1 FROM {_CHOSEN} AS t WHERE t.profile_id = top.profile_id)"
+            " ORDER BY h, profile_id LIMIT ?",
+            (n + taken, n),
         )
 
 
-_GRANTED_EMAIL = "main.consents WHERE purpose = 'email_marketing' AND granted"
+_GRANTED_EMAIL = "consents WHERE purpose = 'email_marketing' AND granted"
 
 
-def _mutation_instant(con: duckdb.DuckDBPyConnection) -> datetime:
-    newest = con.execute(
-        "SELECT greatest((SELECT max(updated_at) FROM main.profiles),"
-        " (SELECT max(updated_at) FROM main.consents))"
-    ).fetchone()
+def _mutation_instant(session: Session) -> datetime:
+    newest = session.fetchone(
+        "SELECT greatest((SELECT max(updated_at) FROM profiles),"
+        " (SELECT max(updated_at) FROM consents))"
+    )
     latest = max((newest[0] if newest and newest[0] else REFERENCE_AT), REFERENCE_AT)
     return latest.replace(microsecond=0) + timedelta(minutes=1)
 
@@ -151,20 +176,38 @@ def _mutation_instant(con: duckdb.DuckDBPyConnection) -> datetime:
 def _update_where(kind: str, sets: str, variant: int | None = None) -> str:
     only_variant = "" if variant is None else f" AND m.v = {variant}"
     return (
-        f"UPDATE main.profiles AS p SET {sets} FROM {_CHOSEN} AS m "
+        f"UPDATE profiles AS p SET {sets} FROM {_CHOSEN} AS m "
         f"WHERE p.profile_id = m.profile_id AND m.kind = '{kind}'{only_variant}"
     )
 
 
+def _name(pick: str) -> str:
+    whens = " ".join(f"WHEN {i} THEN '{name}'" for i, name in enumerate(_REPLACEMENT_NAMES))
+    return f"(CASE ({pick}) % {len(_REPLACEMENT_NAMES)} {whens} END)"
+
+
+def _dollars(cents: str) -> str:
+    # Whole cents divided once: the nearest double to the amount on every engine.
+    return f"CAST({cents} AS DOUBLE PRECISION) / 100"
+
+
+_CENTS = "round(p.lifetime_value * 100)"
+
 # One statement per change, so each touches only the columns it changes (cheaper commits).
+# `?` is the mutation instant.
 _UPDATES = (
     _update_where(
         "traits",
-        "orders_count = p.orders_count + 1, last_order_at = $at,"
-        " lifetime_value = round(p.lifetime_value + 20 + (m.r % 20000) / 100.0, 2)",
+        "orders_count = p.orders_count + 1, last_order_at = ?,"
+        f" lifetime_value = {_dollars(f'{_CENTS} + 2000 + m.r % 20000')}",
         variant=0,
     ),
-    _update_where("traits", "lifetime_value = round(p.lifetime_value * 1.1 + 25, 2)", variant=1),
+    # times 1.1 plus 25, rounded half up to the cent: floor((11 cents + 5) / 10) + 2500.
+    _update_where(
+        "traits",
+        f"lifetime_value = {_dollars(f'floor(({_CENTS} * 11 + 5) / 10) + 2500')}",
+        variant=1,
+    ),
     _update_where(
         "traits",
         "plan = CASE p.plan WHEN 'free' THEN 'starter' WHEN 'starter' THEN 'pro'"
@@ -173,26 +216,26 @@ _UPDATES = (
     ),
     _update_where(
         "traits",
-        "first_name = CASE WHEN p.first_name IS NOT DISTINCT FROM $names[1 + m.r % len($names)]"
-        " THEN $names[1 + (m.r + 1) % len($names)] ELSE $names[1 + m.r % len($names)] END",
+        f"first_name = CASE WHEN p.first_name IS NOT DISTINCT FROM {_name('m.r')}"
+        f" THEN {_name('m.r + 1')} ELSE {_name('m.r')} END",
         variant=3,
     ),
-    _update_where("traits", "last_seen_at = $at, updated_at = $at"),
-    _update_where("ltv_drop", "lifetime_value = round(100 + (m.r % 40000) / 100.0, 2)"),
-    _update_where("ltv_drop", "updated_at = $at"),
-    _update_where("consent_revoked", "updated_at = $at"),
-    "UPDATE main.consents AS c SET granted = false, updated_at = $at, source = 'preference_center'"
+    _update_where("traits", "last_seen_at = ?, updated_at = ?"),
+    _update_where("ltv_drop", f"lifetime_value = {_dollars('10000 + m.r % 40000')}"),
+    _update_where("ltv_drop", "updated_at = ?"),
+    _update_where("consent_revoked", "updated_at = ?"),
+    "UPDATE consents AS c SET granted = false, updated_at = ?, source = 'preference_center'"
     f" FROM {_CHOSEN} AS m WHERE c.profile_id = m.profile_id AND m.kind = 'consent_revoked'"
     " AND c.purpose = 'email_marketing'",
 )
 
 
-def _require_tables(con: duckdb.DuckDBPyConnection) -> None:
+def _require_tables(session: Session) -> None:
     found = {
         row[0]
-        for row in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
-        ).fetchall()
+        for row in session.fetchall(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
     }
     missing = [t for t in ("profiles", "consents") if t not in found]
     if missing:
@@ -201,6 +244,6 @@ def _require_tables(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
-    row = con.execute(sql).fetchone()
+def _scalar(session: Session, sql: str) -> int:
+    row = session.fetchone(sql)
     return int(row[0]) if row else 0

@@ -3,6 +3,9 @@
 Every pipeline step is SQL run inside the warehouse, so Python never holds an audience in
 memory. The few functions that differ between engines live on `Dialect`; statements use
 `?` placeholders and each engine adapts them.
+
+Engines: DuckDB (a file, one writing process; `duckdb.py`) and Postgres (any number of
+worker processes; `postgres.py`). `factory.open_warehouse` picks one from the URL.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ class WarehouseError(Exception):
 
 class Dialect(Protocol):
     name: str
+    # True where a filtered read of a big table scans all of it without a b-tree index
+    # (Postgres); DuckDB's zone maps over tables written in order do without.
+    needs_indexes: bool
 
     def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
         """SQL rendering a JSON object text from (key, SQL expression) pairs."""
@@ -50,6 +56,12 @@ class Session(Protocol):
     def table_exists(self, schema: str, table: str) -> bool: ...
 
     def transaction(self) -> AbstractContextManager[None]: ...
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A transaction holding the lock `name` against every other session of every
+        process using the warehouse, for work that must not run twice at once (schema
+        changes)."""
+        ...
 
     def stream(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000

@@ -2,11 +2,15 @@
 
 DuckDB lets one process at a time open a file for writing. The worker therefore opens the
 file only while activities use it and closes it when the last session ends, so the CLI can
-seed or change profiles between runs.
+seed or change profiles between runs. The open/close count is per process: a second worker
+process on the same file waits for the lock like the CLI does, and when it stays taken its
+activities fail with a retryable WarehouseError naming the holder's PID. Run one worker per
+DuckDB file; to scale out, use Postgres.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -18,11 +22,24 @@ import duckdb
 from switchyard.warehouse.base import Dialect, Session, WarehouseError
 from switchyard.warehouse.duckdb_lock import WarehouseLockedError, connect_with_retry
 
+log = logging.getLogger(__name__)
+
 LOCK_WAIT_SECONDS = 30.0
+
+# Named locks for `Session.exclusive`: one process writes a DuckDB file, so a lock per
+# process serialises every session that can reach it.
+_named_locks: dict[str, threading.Lock] = {}
+_named_locks_guard = threading.Lock()
+
+
+def _named_lock(name: str) -> threading.Lock:
+    with _named_locks_guard:
+        return _named_locks.setdefault(name, threading.Lock())
 
 
 class DuckDBDialect:
     name = "duckdb"
+    needs_indexes = False
 
     def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
         if not pairs:
@@ -96,6 +113,11 @@ class DuckDBSession:
             raise
         self.execute("COMMIT")
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        with _named_lock(name), self.transaction():
+            yield
+
     def stream(
         self, sql: str, params: Sequence[Any] = (), size: int = 10_000
     ) -> Iterator[list[tuple[Any, ...]]]:
@@ -108,31 +130,75 @@ class DuckDBSession:
 
 
 class DuckDBWarehouse:
-    """A DuckDB file shared by the threads of one process, open only while in use."""
+    """A DuckDB file shared by the threads of one process, open only while in use.
 
-    def __init__(self, path: Path | str) -> None:
+    `linger_seconds` keeps the file open that long after the last session ends, so a worker
+    moving from one activity to the next doesn't reopen it each time; `memory_limit` bounds
+    DuckDB's buffer pool (it spills to disk beyond it), which bounds the worker's memory
+    whatever the audience size.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        linger_seconds: float = 0.0,
+        memory_limit: str | None = None,
+        *,
+        lock_wait_s: float = LOCK_WAIT_SECONDS,
+    ) -> None:
         self.path = Path(path)
+        self._lock_wait_s = lock_wait_s
         self.url = str(self.path)
         self.dialect: Dialect = DuckDBDialect()
+        self._linger = linger_seconds
+        self._memory_limit = memory_limit
         self._lock = threading.Lock()
         self._connection: duckdb.DuckDBPyConnection | None = None
         self._users = 0
+        self._idle_timer: threading.Timer | None = None
 
     def _acquire(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             if self._connection is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    self._connection = connect_with_retry(self.path, LOCK_WAIT_SECONDS)
-                except (WarehouseLockedError, duckdb.Error) as error:
+                    self._connection = connect_with_retry(
+                        self.path, self._lock_wait_s, on_wait=self._say_waiting
+                    )
+                except WarehouseLockedError as error:
+                    raise WarehouseError(
+                        f"cannot open warehouse {self.path}: {error}. DuckDB admits one "
+                        "writing process per file: run a single worker on it, or use a "
+                        "Postgres warehouse to run several"
+                    ) from error
+                except duckdb.Error as error:
                     raise WarehouseError(f"cannot open warehouse {self.path}: {error}") from error
+                if self._memory_limit:
+                    self._connection.execute(f"SET memory_limit = '{self._memory_limit}'")
             self._users += 1
             return self._connection
+
+    def _say_waiting(self, message: str) -> None:
+        log.warning(
+            "%s: %s (another process has it open; waiting up to %gs)",
+            self.path,
+            message,
+            self._lock_wait_s,
+        )
 
     def _release(self) -> None:
         with self._lock:
             self._users -= 1
-            if self._users == 0 and self._connection is not None:
+            if self._users or self._connection is None:
+                return
+            if self._linger > 0:
+                self._idle_timer = threading.Timer(self._linger, self.close)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+            else:
                 self._connection.close()
                 self._connection = None
 

@@ -1,8 +1,10 @@
-"""End-to-end fixtures: a real Temporal dev server, the webhook simulator over HTTP, and
-workers as separate processes (so tests can kill them)."""
+"""End-to-end fixtures: a real Temporal dev server, the webhook simulator over HTTP, workers
+as separate processes (so tests can kill them), and a fresh warehouse per test on each
+engine (DuckDB file, Postgres database)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -23,6 +25,8 @@ from starter.stack import stop_process
 from switchyard.settings import DeliverySettings, Settings, TemporalSettings
 from switchyard.simulators.server import run_in_thread
 from switchyard.simulators.webhook import create_app
+from switchyard.warehouse.base import Session
+from switchyard.warehouse.factory import open_warehouse
 from tests.conftest import BIN, REPO
 from workflows import search_attributes
 
@@ -71,19 +75,40 @@ def simulator(simulator_url: str) -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, dev_env: WorkflowEnvironment, simulator_url: str) -> Settings:
+def settings(
+    tmp_path: Path, dev_env: WorkflowEnvironment, simulator_url: str, warehouse_url: str
+) -> Settings:
+    """Settings for one test: its own catalog copy, task queue and warehouse (once per
+    engine, through `warehouse_url`)."""
     catalog = tmp_path / "catalog"
     shutil.copytree(REPO / "examples" / "catalog", catalog)
     return Settings(
         state_dir=tmp_path / "state",
         catalog_dir=catalog,
-        warehouse=str(tmp_path / "warehouse.duckdb"),
+        warehouse=warehouse_url,
         temporal=TemporalSettings(
             address=dev_env.client.service_client.config.target_host,
             task_queue=f"e2e-{uuid.uuid4()}",
         ),
         delivery=DeliverySettings(chunk_size=2_000, window=2, heartbeat_timeout_seconds=3),
     )
+
+
+@contextlib.contextmanager
+def session_of(settings: Settings) -> Iterator[Session]:
+    """A session on the test's warehouse, from the test process (DuckDB: between runs)."""
+    warehouse = open_warehouse(settings.warehouse_url)
+    try:
+        with warehouse.session() as session:
+            yield session
+    finally:
+        warehouse.close()
+
+
+def delivered_keys(settings: Settings, sync: str = "high_value_to_crm") -> set[str]:
+    with session_of(settings) as session:
+        rows = session.fetchall("SELECT key FROM switchyard.delivered WHERE sync_id = ?", (sync,))
+    return {r[0] for r in rows}
 
 
 @pytest.fixture

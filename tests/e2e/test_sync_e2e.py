@@ -1,4 +1,5 @@
-"""Whole runs on the Temporal dev server: worker processes, DuckDB, the webhook simulator."""
+"""Whole runs on the Temporal dev server: worker processes, the webhook simulator, and the
+warehouse on each engine (DuckDB and Postgres)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
 from starter.runs import RunFailed, start_sync, wait_for_result
+from switchyard.catalog.loader import load_catalog
+from switchyard.catalog.models import TraitType
+from switchyard.pipeline.expressions import normalised
 from switchyard.runs import RunReport
-from switchyard.sampledata import mutate_duckdb, seed_duckdb
+from switchyard.sampledata import mutate_warehouse, seed_warehouse
 from switchyard.settings import Settings
-from switchyard.warehouse.duckdb import DuckDBWarehouse
 from tests.conftest import REPO
-from tests.e2e.conftest import Simulator, Workers
+from tests.e2e.conftest import Simulator, Workers, delivered_keys, session_of
 from workflows.audience_sync import AudienceSyncWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -33,18 +35,12 @@ async def run_sync(client: Client, settings: Settings, sync: str = SYNC, **kw: b
     return await wait_for_result(handle)
 
 
-def delivered_keys(settings: Settings, sync: str = SYNC) -> set[str]:
-    warehouse = DuckDBWarehouse(settings.warehouse_url)
-    with warehouse.session() as session:
-        rows = session.fetchall("SELECT key FROM switchyard.delivered WHERE sync_id = ?", (sync,))
-    return {r[0] for r in rows}
-
-
 def keys_of(settings: Settings, profile_ids: list[str]) -> set[str]:
-    warehouse = DuckDBWarehouse(settings.warehouse_url)
-    with warehouse.session() as session:
+    """The match keys (normalised emails) of some profiles, as the pipeline computes them."""
+    with session_of(settings) as session:
+        email = normalised(session.dialect, "email", TraitType.EMAIL, "US")
         rows = session.fetchall(
-            "SELECT lower(trim(email, ' \t\n\r')) FROM profiles WHERE profile_id IN "
+            f"SELECT {email} FROM profiles WHERE profile_id IN "
             f"({', '.join('?' for _ in profile_ids)})",
             profile_ids,
         )
@@ -54,7 +50,7 @@ def keys_of(settings: Settings, profile_ids: list[str]) -> set[str]:
 async def test_full_run_then_no_change_then_only_the_changes(
     client: Client, settings: Settings, simulator: Simulator, workers: Workers
 ) -> None:
-    seed_duckdb(Path(settings.warehouse_url), 20_000)
+    seed_warehouse(settings.warehouse_url, 20_000)
     workers.start()
 
     first = await run_sync(client, settings)
@@ -68,7 +64,7 @@ async def test_full_run_then_no_change_then_only_the_changes(
     assert second.counts.sent == 0
     assert simulator.stats()["records_received"] == received
 
-    mutation = mutate_duckdb(Path(settings.warehouse_url), 300)
+    mutation = mutate_warehouse(settings.warehouse_url, 300)
     third = await run_sync(client, settings)
     after = simulator.records(HOOK)
     differing = {k for k in held.keys() | after.keys() if held.get(k) != after.get(k)}
@@ -90,7 +86,7 @@ async def test_killing_the_worker_mid_run_loses_nothing_and_resends_only_in_flig
 ) -> None:
     destination = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
     destination.write_text(destination.read_text().replace("batch_size: 1000", "batch_size: 100"))
-    seed_duckdb(Path(settings.warehouse_url), 100_000)  # about 20k records for this sync
+    seed_warehouse(settings.warehouse_url, 100_000)  # about 20k records for this sync
     simulator.configure(latency_ms=40)
     worker = workers.start()
 
@@ -115,9 +111,13 @@ async def test_killing_the_worker_mid_run_loses_nothing_and_resends_only_in_flig
     held = simulator.records(HOOK)
     assert set(held) == delivered_keys(settings)
     assert len(held) == report.counts.added
-    # Re-sends after each kill are bounded by what was in flight: one batch per chunk
-    # activity in the window.
-    in_flight_bound = settings.delivery.window * 100
+    # Re-sends after each kill are bounded by what was in flight: the window's chunk
+    # activities, each with its share of the contract's max_in_flight batches (as the
+    # workflow sizes them), of 100 records each.
+    contract = load_catalog(settings.catalog_dir).plan_for(SYNC).contract
+    chunks_in_flight = min(settings.delivery.window, contract.max_in_flight)
+    batches_per_chunk = max(1, contract.max_in_flight // chunks_in_flight)
+    in_flight_bound = chunks_in_flight * batches_per_chunk * 100
     resent = stats["duplicate_records"]
     marks = [k["duplicates_before"] for k in kills] + [resent]
     per_kill = [after - before for before, after in itertools.pairwise(marks)]
@@ -136,7 +136,7 @@ async def test_cancelling_mid_run_commits_exactly_what_the_destination_holds(
 ) -> None:
     destination = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
     destination.write_text(destination.read_text().replace("batch_size: 1000", "batch_size: 100"))
-    seed_duckdb(Path(settings.warehouse_url), 100_000)  # about 20k records
+    seed_warehouse(settings.warehouse_url, 100_000)  # about 20k records
     simulator.configure(latency_ms=40)
     workers.start()
     handle = await start_sync(client, settings, SYNC)
@@ -164,7 +164,7 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_cli_runs_a_sync_and_exits_zero_with_a_summary(
     settings: Settings, simulator: Simulator, workers: Workers
 ) -> None:
-    seed_duckdb(Path(settings.warehouse_url), 5_000)
+    seed_warehouse(settings.warehouse_url, 5_000)
     workers.start()
     done = await asyncio.to_thread(cli, settings, "sync", "run", SYNC)
     assert done.returncode == 0, done.stderr
@@ -213,7 +213,7 @@ async def test_bad_input_fails_clearly_and_sends_nothing(
                 "lifetime_value, orders_count, last_order_at, crm_id",
             )
         )
-    seed_duckdb(Path(settings.warehouse_url), 2_000)
+    seed_warehouse(settings.warehouse_url, 2_000)
     workers.start()
     done = await asyncio.to_thread(cli, settings, "sync", "run", SYNC)
     assert done.returncode == 1
@@ -221,6 +221,8 @@ async def test_bad_input_fails_clearly_and_sends_nothing(
     assert simulator.stats()["records_received"] == 0
 
 
+# The catalog is refused before anything reaches a warehouse: one engine is enough.
+@pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
 def test_an_invalid_catalog_is_reported_with_file_and_line(settings: Settings) -> None:
     path = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
     path.write_text(path.read_text().replace("batch_size: 1000", "bach_size: 1000"))
@@ -236,9 +238,8 @@ async def test_schedules_follow_the_catalog_and_a_scheduled_run_resolves_its_pla
     client: Client, settings: Settings, simulator: Simulator, workers: Workers
 ) -> None:
     from starter.schedules import apply_schedules, schedule_id
-    from switchyard.catalog.loader import load_catalog
 
-    seed_duckdb(Path(settings.warehouse_url), 3_000)
+    seed_warehouse(settings.warehouse_url, 3_000)
     workers.start()
     catalog = load_catalog(settings.catalog_dir)
     try:

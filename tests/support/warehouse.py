@@ -1,19 +1,29 @@
-"""Small hand-made warehouses for pipeline tests: every row's fate is known in advance."""
+"""Small hand-made warehouses for pipeline tests: every row's fate is known in advance.
+
+The same rows on either engine: `make_warehouse` (a fixture) fills the test's fresh
+warehouse, whichever `warehouse_url` it was given.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
-from switchyard.warehouse.duckdb import DuckDBWarehouse
+import pytest
+
+from switchyard.warehouse.base import Warehouse
+from switchyard.warehouse.factory import open_warehouse
 
 PROFILE_COLUMNS = (
     "profile_id VARCHAR, email VARCHAR, phone VARCHAR, first_name VARCHAR, plan VARCHAR, "
-    "lifetime_value DOUBLE, orders_count INTEGER, last_order_at TIMESTAMP, is_employee BOOLEAN"
+    "lifetime_value DOUBLE PRECISION, orders_count INTEGER, last_order_at TIMESTAMP, "
+    "is_employee BOOLEAN"
 )
 
+MakeWarehouse = Callable[[list[tuple[object, ...]]], Warehouse]
 
-def make_warehouse(path: Path, profiles: list[tuple[object, ...]]) -> DuckDBWarehouse:
-    warehouse = DuckDBWarehouse(path)
+
+def fill_warehouse(url: str, profiles: list[tuple[object, ...]]) -> Warehouse:
+    warehouse = open_warehouse(url)
     with warehouse.session() as s:
         s.execute(f"CREATE TABLE profiles ({PROFILE_COLUMNS})")
         s.execute("CREATE TABLE consents (profile_id VARCHAR, purpose VARCHAR, granted BOOLEAN)")
@@ -26,7 +36,21 @@ def make_warehouse(path: Path, profiles: list[tuple[object, ...]]) -> DuckDBWare
     return warehouse
 
 
-def grant(warehouse: DuckDBWarehouse, profile_id: str, granted: bool) -> None:
+@pytest.fixture
+def make_warehouse(warehouse_url: str) -> Iterator[MakeWarehouse]:
+    """Fill the test's warehouse with profiles (everyone consents to email_marketing)."""
+    opened: list[Warehouse] = []
+
+    def make(profiles: list[tuple[object, ...]]) -> Warehouse:
+        opened.append(fill_warehouse(warehouse_url, profiles))
+        return opened[-1]
+
+    yield make
+    for warehouse in opened:
+        warehouse.close()
+
+
+def grant(warehouse: Warehouse, profile_id: str, granted: bool) -> None:
     with warehouse.session() as s:
         s.execute(
             "UPDATE consents SET granted = ? WHERE profile_id = ? AND purpose = 'email_marketing'",
@@ -34,7 +58,7 @@ def grant(warehouse: DuckDBWarehouse, profile_id: str, granted: bool) -> None:
         )
 
 
-def suppress(warehouse: DuckDBWarehouse, kind: str, identifier: str, reason: str) -> None:
+def suppress(warehouse: Warehouse, kind: str, identifier: str, reason: str) -> None:
     with warehouse.session() as s:
         s.execute("INSERT INTO suppressions VALUES (?, ?, ?)", (kind, identifier, reason))
 

@@ -1,4 +1,5 @@
-"""deliver_chunk against a real DuckDB: durable per-batch checkpoints make retries cheap and safe.
+"""deliver_chunk against a real warehouse (DuckDB and Postgres): durable per-batch checkpoints
+make retries cheap and safe.
 
 Ten profiles, batches of three, one chunk of ten rows: batches 0, 1, 2 hold three operations
 each and batch 3 holds one.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +18,11 @@ from switchyard.destinations.base import BatchOutcome
 from switchyard.errors import DestinationUnavailableError
 from switchyard.pipeline.checkpoints import Batch
 from switchyard.runs import RunRef
-from switchyard.warehouse.duckdb import DuckDBWarehouse
+from switchyard.warehouse.base import Warehouse
 from tests.support.catalogs import webhook_plan
 from tests.support.fakes import FakeDestination
 from tests.support.pipeline import plan_run
-from tests.support.warehouse import make_warehouse, profile
+from tests.support.warehouse import MakeWarehouse, profile
 
 KEYS = [f"user{i}@example.com" for i in range(10)]
 
@@ -71,17 +71,17 @@ class GatedDestination(FakeDestination):
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> DuckDBWarehouse:
-    return make_warehouse(tmp_path / "w.duckdb", [profile(i) for i in range(10)])
+def warehouse(make_warehouse: MakeWarehouse) -> Warehouse:
+    return make_warehouse([profile(i) for i in range(10)])
 
 
-def planned(warehouse: DuckDBWarehouse, run_id: str = "run-1", chunk_size: int = 10) -> RunRef:
+def planned(warehouse: Warehouse, run_id: str = "run-1", chunk_size: int = 10) -> RunRef:
     run, _, _, changes = plan_run(warehouse, webhook_plan(), run_id, chunk_size=chunk_size)
     assert changes.to_send == 10
     return run
 
 
-def acked(warehouse: DuckDBWarehouse, run: RunRef, chunk: int = 0) -> list[int]:
+def acked(warehouse: Warehouse, run: RunRef, chunk: int = 0) -> list[int]:
     with warehouse.session() as s:
         rows = s.fetchall(
             "SELECT batch FROM switchyard.acked_batches WHERE run_id = ? AND chunk = ? "
@@ -92,7 +92,7 @@ def acked(warehouse: DuckDBWarehouse, run: RunRef, chunk: int = 0) -> list[int]:
 
 
 async def test_a_chunk_is_sent_batch_by_batch_and_each_batch_checkpointed(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     run, dest = planned(warehouse), FakeDestination()
     progress: list[int] = []
@@ -109,7 +109,7 @@ async def test_a_chunk_is_sent_batch_by_batch_and_each_batch_checkpointed(
 @pytest.mark.parametrize("applied_before_crash", [False, True], ids=["lost", "unanswered"])
 @pytest.mark.parametrize("crash_on", [1, 3])
 async def test_a_retried_attempt_resends_only_the_batch_that_was_in_flight(
-    warehouse: DuckDBWarehouse, crash_on: int, applied_before_crash: bool
+    warehouse: Warehouse, crash_on: int, applied_before_crash: bool
 ) -> None:
     run = planned(warehouse)
     dest = CrashingDestination(crash_on=crash_on, applied_before_crash=applied_before_crash)
@@ -138,7 +138,7 @@ async def test_a_retried_attempt_resends_only_the_batch_that_was_in_flight(
     assert acked(warehouse, run) == [0, 1, 2, 3]
 
 
-async def test_an_attempt_after_the_chunk_is_done_sends_nothing(warehouse: DuckDBWarehouse) -> None:
+async def test_an_attempt_after_the_chunk_is_done_sends_nothing(warehouse: Warehouse) -> None:
     run, dest = planned(warehouse), FakeDestination()
     await deliver_chunk(warehouse, dest, run, 0)
 
@@ -149,7 +149,7 @@ async def test_an_attempt_after_the_chunk_is_done_sends_nothing(warehouse: DuckD
 
 
 async def test_resume_after_from_heartbeat_details_skips_those_batches(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     run, dest = planned(warehouse), FakeDestination()
     progress: list[int] = []
@@ -164,7 +164,7 @@ async def test_resume_after_from_heartbeat_details_skips_those_batches(
 
 
 async def test_cancelling_mid_batch_lets_that_batch_finish_and_checkpoint(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     run, dest = planned(warehouse), GatedDestination()
 
@@ -183,7 +183,7 @@ async def test_cancelling_mid_batch_lets_that_batch_finish_and_checkpoint(
 
 
 async def test_a_repeated_cancellation_still_waits_for_the_batch_in_flight(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     run, dest = planned(warehouse), GatedDestination()
 
@@ -216,7 +216,7 @@ def test_idempotency_keys_are_deterministic_per_run_chunk_and_batch() -> None:
     assert len(key) == 32 and int(key, 16) >= 0
 
 
-async def test_every_batch_of_every_chunk_gets_its_own_key(warehouse: DuckDBWarehouse) -> None:
+async def test_every_batch_of_every_chunk_gets_its_own_key(warehouse: Warehouse) -> None:
     run = planned(warehouse, chunk_size=6)
     first, second = FakeDestination(), FakeDestination()
 
@@ -233,7 +233,7 @@ async def test_every_batch_of_every_chunk_gets_its_own_key(warehouse: DuckDBWare
     assert second.keys_seen == first.keys_seen
 
 
-async def test_rejected_rows_are_recorded_as_row_outcomes(warehouse: DuckDBWarehouse) -> None:
+async def test_rejected_rows_are_recorded_as_row_outcomes(warehouse: Warehouse) -> None:
     run = planned(warehouse)
     dest = FakeDestination(reject={KEYS[1]: "invalid_email", KEYS[7]: "blocked"})
 

@@ -1,8 +1,7 @@
-"""The run's SQL steps against a real DuckDB, with a fake destination."""
+"""The run's SQL steps against a real warehouse (each test on DuckDB and on Postgres), with a
+fake destination."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from switchyard.runs import RunRef
 from tests.support.catalogs import webhook_plan
 from tests.support.fakes import FakeDestination
 from tests.support.pipeline import run_once
-from tests.support.warehouse import grant, make_warehouse, profile, suppress
+from tests.support.warehouse import MakeWarehouse, grant, profile, suppress
 
 
 def clean_profiles(n: int) -> list[tuple[object, ...]]:
@@ -20,9 +19,9 @@ def clean_profiles(n: int) -> list[tuple[object, ...]]:
 
 
 async def test_first_run_sends_every_eligible_row_and_second_run_sends_nothing(
-    tmp_path: Path,
+    make_warehouse: MakeWarehouse,
 ) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(10))
+    warehouse = make_warehouse(clean_profiles(10))
     plan, dest = webhook_plan(), FakeDestination()
 
     _, _, first = await run_once(warehouse, plan, dest, "run-1")
@@ -42,8 +41,10 @@ async def test_first_run_sends_every_eligible_row_and_second_run_sends_nothing(
     assert dest.operations_sent == sent_before
 
 
-async def test_changes_leavers_and_consent_loss_are_exactly_what_is_sent(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(10))
+async def test_changes_leavers_and_consent_loss_are_exactly_what_is_sent(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse = make_warehouse(clean_profiles(10))
     plan, dest = webhook_plan(), FakeDestination()
     await run_once(warehouse, plan, dest, "run-1")
 
@@ -74,8 +75,10 @@ async def test_changes_leavers_and_consent_loss_are_exactly_what_is_sent(tmp_pat
     assert "user3@example.com" not in dest.records
 
 
-async def test_upsert_mode_forgets_leavers_but_still_removes_consent_loss(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(6))
+async def test_upsert_mode_forgets_leavers_but_still_removes_consent_loss(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse = make_warehouse(clean_profiles(6))
     plan, dest = webhook_plan(sync_mode="upsert"), FakeDestination()
     await run_once(warehouse, plan, dest, "run-1")
     with warehouse.session() as s:
@@ -94,7 +97,7 @@ async def test_upsert_mode_forgets_leavers_but_still_removes_consent_loss(tmp_pa
     assert back.added == 1
 
 
-async def test_invalid_rows_are_quarantined_with_reasons(tmp_path: Path) -> None:
+async def test_invalid_rows_are_quarantined_with_reasons(make_warehouse: MakeWarehouse) -> None:
     rows = [
         *clean_profiles(12),
         profile(20, email="not-an-email"),
@@ -105,7 +108,7 @@ async def test_invalid_rows_are_quarantined_with_reasons(tmp_path: Path) -> None
         profile(25, phone="call me"),  # optional field: dropped, row still sent
         profile(26, first_name="x" * 30),  # longer than max_length 20: dropped
     ]
-    warehouse = make_warehouse(tmp_path / "w.duckdb", rows)
+    warehouse = make_warehouse(rows)
     plan, dest = webhook_plan(), FakeDestination()
     checked, _, changes = await run_once(warehouse, plan, dest, "run-1")
     assert checked.invalid == {
@@ -131,8 +134,10 @@ async def test_invalid_rows_are_quarantined_with_reasons(tmp_path: Path) -> None
     }
 
 
-async def test_rejected_rows_keep_their_reason_and_are_resent_next_run(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(5))
+async def test_rejected_rows_keep_their_reason_and_are_resent_next_run(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse = make_warehouse(clean_profiles(5))
     plan = webhook_plan()
     dest = FakeDestination(reject={"user2@example.com": "field_too_long:first_name"})
     await run_once(warehouse, plan, dest, "run-1")
@@ -150,39 +155,39 @@ async def test_rejected_rows_keep_their_reason_and_are_resent_next_run(tmp_path:
         assert s.fetchall("SELECT * FROM switchyard.row_errors") == []
 
 
-async def test_full_resync_resends_everything(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(5))
+async def test_full_resync_resends_everything(make_warehouse: MakeWarehouse) -> None:
+    warehouse = make_warehouse(clean_profiles(5))
     plan, dest = webhook_plan(), FakeDestination()
     await run_once(warehouse, plan, dest, "run-1")
     _, _, full = await run_once(warehouse, plan, dest, "run-2", full_resync=True)
     assert full.to_send == 5
 
 
-async def test_contract_change_resends_everything(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(5))
+async def test_contract_change_resends_everything(make_warehouse: MakeWarehouse) -> None:
+    warehouse = make_warehouse(clean_profiles(5))
     dest = FakeDestination()
     await run_once(warehouse, webhook_plan(), dest, "run-1")
     _, _, after = await run_once(warehouse, webhook_plan(version=2), dest, "run-2")
     assert after.changed == 5
 
 
-def test_audience_sql_that_fails_is_a_clear_fatal_error(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(2))
+def test_audience_sql_that_fails_is_a_clear_fatal_error(make_warehouse: MakeWarehouse) -> None:
+    warehouse = make_warehouse(clean_profiles(2))
     plan = webhook_plan(sql="SELECT * FROM profilez")
     with warehouse.session() as s, pytest.raises(AudienceQueryError, match="profilez"):
         snapshot.snapshot_audience(s, RunRef(run_id="r", sync="test_sync"), plan)
 
 
-def test_mapping_to_a_missing_column_names_it(tmp_path: Path) -> None:
-    warehouse = make_warehouse(tmp_path / "w.duckdb", clean_profiles(2))
+def test_mapping_to_a_missing_column_names_it(make_warehouse: MakeWarehouse) -> None:
+    warehouse = make_warehouse(clean_profiles(2))
     plan = webhook_plan(sql="SELECT profile_id, email FROM profiles")
     with warehouse.session() as s, pytest.raises(ContractMismatchError, match="first_name"):
         snapshot.snapshot_audience(s, RunRef(run_id="r", sync="test_sync"), plan)
 
 
-def test_gate_stops_a_run_with_too_many_invalid_rows(tmp_path: Path) -> None:
+def test_gate_stops_a_run_with_too_many_invalid_rows(make_warehouse: MakeWarehouse) -> None:
     rows = [profile(i, email=f"broken{i}") for i in range(5)] + clean_profiles(2)
-    warehouse = make_warehouse(tmp_path / "w.duckdb", rows)
+    warehouse = make_warehouse(rows)
     plan = webhook_plan()
     run = RunRef(run_id="r", sync="test_sync")
     with warehouse.session() as s:
