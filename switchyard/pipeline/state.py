@@ -23,8 +23,7 @@ DDL = [
         key VARCHAR NOT NULL,
         hash VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
-        delivered_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (sync_id, key))""",
+        delivered_at TIMESTAMP NOT NULL)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.acked_batches (
         run_id VARCHAR NOT NULL,
         chunk INTEGER NOT NULL,
@@ -46,8 +45,7 @@ DDL = [
         key VARCHAR NOT NULL,
         run_id VARCHAR NOT NULL,
         reason VARCHAR NOT NULL,
-        failed_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (sync_id, key))""",
+        failed_at TIMESTAMP NOT NULL)""",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
         run_id VARCHAR PRIMARY KEY,
         sync_id VARCHAR NOT NULL,
@@ -66,8 +64,13 @@ DDL = [
     f"ALTER TABLE {SCHEMA}.acked_batches ADD COLUMN IF NOT EXISTS worker VARCHAR",
 ]
 
-# Where filtered reads need them (Postgres): rows of one run in the per-run outcomes.
+# Where the engine keeps indexes on disk (Postgres): one row per key, enforced, and the rows
+# of one run in the per-run outcomes. DuckDB holds indexes in memory, so there `delivered`
+# stays unindexed (a 10M-row key index would set the worker's memory) and uniqueness comes
+# from commit replacing rows (delete, then insert) one slice at a time.
 INDEXES = [
+    f"CREATE UNIQUE INDEX IF NOT EXISTS delivered_key ON {SCHEMA}.delivered (sync_id, key)",
+    f"CREATE UNIQUE INDEX IF NOT EXISTS row_errors_key ON {SCHEMA}.row_errors (sync_id, key)",
     f"CREATE INDEX IF NOT EXISTS row_outcomes_run ON {SCHEMA}.row_outcomes (run_id, stage)",
 ]
 

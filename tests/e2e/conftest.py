@@ -106,9 +106,12 @@ def session_of(settings: Settings) -> Iterator[Session]:
 
 
 def delivered_keys(settings: Settings, sync: str = "high_value_to_crm") -> set[str]:
+    """The keys in the sync's delivered state, which must hold each key once."""
     with session_of(settings) as session:
         rows = session.fetchall("SELECT key FROM switchyard.delivered WHERE sync_id = ?", (sync,))
-    return {r[0] for r in rows}
+    keys = {r[0] for r in rows}
+    assert len(keys) == len(rows), f"{len(rows) - len(keys)} keys acknowledged twice in state"
+    return keys
 
 
 @pytest.fixture
