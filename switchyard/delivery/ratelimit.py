@@ -28,13 +28,31 @@ from switchyard.catalog.models import RateLimit
 _EPSILON = 1e-9
 
 
+# What delivery uses: a hair under the allowance, and bursts of at most a quarter second's
+# worth. Requests leave paced but arrive jittered (event-loop and network delays bunch
+# them); a full window's burst followed by bunched arrivals is what earns 429s from a
+# destination counting with the same bucket.
+DELIVERY_HEADROOM = 0.98
+DELIVERY_BURST_SECONDS = 0.25
+
+
 class RateLimiter:
-    def __init__(self, limit: RateLimit | None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limit: RateLimit | None,
+        clock: Callable[[], float] = time.monotonic,
+        headroom: float = 1.0,
+        burst_seconds: float | None = None,
+    ):
         self._clock = clock
-        self._rate = limit.per_second if limit else None
-        # A full bucket allows a burst of one window's requests; start empty-ish so a
-        # fresh worker does not burst past a destination that counts per window.
-        self._capacity = float(limit.requests) if limit else 0.0
+        self._rate = limit.per_second * headroom if limit else None
+        # By default a full bucket allows a burst of one window's requests; start
+        # empty-ish so a fresh worker does not burst past a destination counting per window.
+        self._capacity = 0.0
+        if limit is not None and self._rate is not None:
+            window = float(limit.requests)
+            burst = window if burst_seconds is None else self._rate * burst_seconds
+            self._capacity = max(1.0, min(window, burst))
         self._tokens = 1.0
         self._updated = clock()
         self._hold_until = 0.0
@@ -68,11 +86,17 @@ class RateLimiter:
 class RateLimiters:
     """One limiter per destination per worker process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._limiters: dict[str, RateLimiter] = {}
 
     def for_destination(self, name: str, limit: RateLimit | None) -> RateLimiter:
         limiter = self._limiters.get(name)
         if limiter is None:
-            limiter = self._limiters[name] = RateLimiter(limit)
+            limiter = self._limiters[name] = RateLimiter(
+                limit,
+                clock=self._clock,
+                headroom=DELIVERY_HEADROOM,
+                burst_seconds=DELIVERY_BURST_SECONDS,
+            )
         return limiter

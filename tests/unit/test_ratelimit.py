@@ -90,6 +90,20 @@ async def test_an_idle_limiter_allows_at_most_one_windows_burst(time: FakeTime) 
     assert granted[5:] == pytest.approx([0.2, 0.4])
 
 
+async def test_delivery_paces_under_the_allowance_with_short_bursts(time: FakeTime) -> None:
+    # What workers use: 2% headroom and at most a quarter second's burst, so arrivals that
+    # jitter together still fit a destination counting with the same bucket.
+    limiter = RateLimiters(clock=time).for_destination("crm", RateLimit(requests=40, per_seconds=1))
+    time.now += 60  # long idle: a plain window bucket would now allow a burst of 40
+
+    granted = await grants(limiter, time, 30)
+
+    burst = sum(1 for moment in granted if moment == 0)
+    assert burst == int(40 * 0.98 * 0.25)
+    steady = [b - a for a, b in itertools.pairwise(granted[burst:])]
+    assert steady == pytest.approx([1 / (40 * 0.98)] * len(steady), rel=1e-6)
+
+
 async def test_concurrent_acquirers_share_the_allowance(time: FakeTime) -> None:
     limiter = RateLimiter(RateLimit(requests=4, per_seconds=1), clock=time)
     start, granted = time.now, []
