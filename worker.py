@@ -62,6 +62,8 @@ async def run_worker(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # One line per HTTP request would bury everything else (10k lines for a 10M-row run).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(run_worker(Settings()))
 
 

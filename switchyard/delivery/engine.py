@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
 from switchyard.destinations.base import BatchOutcome, DestinationClient
-from switchyard.pipeline.checkpoints import Batch, acked_batches, read_chunk, record_ack
+from switchyard.pipeline.checkpoints import (
+    Batch,
+    acked_batches,
+    chunk_totals,
+    read_chunk,
+    record_ack,
+)
 from switchyard.runs import ChunkResult, RunRef
 from switchyard.warehouse.base import Session, Warehouse
 
@@ -70,7 +75,6 @@ async def deliver_chunk(
     after even though batches may complete out of order.
     """
     result = ChunkResult(chunk=chunk)
-    rejected: Counter[str] = Counter()
     async with _Checkpointer(warehouse) as store:
         batches = await store.run(lambda s: read_chunk(s, run, chunk))
         done = await store.run(lambda s: acked_batches(s, run, chunk))
@@ -85,14 +89,10 @@ async def deliver_chunk(
                 if stopped.is_set():
                     return
                 try:
-                    outcome = await _send_whole(store, client, run, batch, worker)
+                    await _send_whole(store, client, run, batch, worker)
                 except BaseException:
                     stopped.set()
                     raise
-            result.batches += 1
-            result.sent += len(batch.operations)
-            result.accepted += outcome.accepted
-            rejected.update(reason for _, reason in outcome.rejections)
             acked.add(batch.number)
             on_progress(_contiguous(acked) - 1)
 
@@ -106,7 +106,9 @@ async def deliver_chunk(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-    result.rejected = dict(rejected)
+        # Counted from the checkpoints, so batches a crashed attempt delivered count too.
+        totals = await store.run(lambda s: chunk_totals(s, run, chunk))
+    result.batches, result.sent, result.accepted, result.rejected = totals
     return result
 
 

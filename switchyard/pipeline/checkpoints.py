@@ -93,3 +93,22 @@ def batches_by_worker(session: Session, run_id: str) -> dict[str, int]:
         (run_id,),
     )
     return {str(worker): int(n) for worker, n in rows}
+
+
+def chunk_totals(session: Session, run: RunRef, chunk: int) -> tuple[int, int, int, dict[str, int]]:
+    """(batches, sent, accepted, rejected by reason) acknowledged for a chunk, every attempt
+    included: a retried chunk reports what reached the destination, not just its last try."""
+    row = session.fetchone(
+        """SELECT count(*), coalesce(sum(accepted), 0), coalesce(sum(rejected), 0)
+        FROM switchyard.acked_batches WHERE run_id = ? AND chunk = ?""",
+        (run.run_id, chunk),
+    )
+    batches, accepted, rejected = (int(v) for v in row) if row else (0, 0, 0)
+    reasons = session.fetchall(
+        f"""SELECT r.reason, count(*) FROM switchyard.row_outcomes AS r
+        JOIN {run_table(run, "chg")} AS c ON c.key = r.key
+        WHERE r.run_id = ? AND r.stage = 'rejected' AND c.chunk = ?
+        GROUP BY r.reason""",
+        (run.run_id, chunk),
+    )
+    return batches, accepted + rejected, accepted, {str(k): int(n) for k, n in reasons}
