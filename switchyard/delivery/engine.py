@@ -14,11 +14,12 @@ from typing import TypeVar
 
 from switchyard.destinations.base import BatchOutcome, DestinationClient
 from switchyard.pipeline.checkpoints import (
+    Ack,
     Batch,
     acked_batches,
     chunk_totals,
     read_chunk,
-    record_ack,
+    record_acks,
 )
 from switchyard.runs import ChunkResult, RunRef
 from switchyard.warehouse.base import Session, Warehouse
@@ -43,6 +44,7 @@ class _Checkpointer:
         self._context = warehouse.session()
         self._session: Session | None = None
         self._lock = asyncio.Lock()
+        self._acks: list[tuple[Ack, asyncio.Future[None]]] = []
 
     async def __aenter__(self) -> _Checkpointer:
         self._session = await asyncio.to_thread(self._context.__enter__)
@@ -56,6 +58,29 @@ class _Checkpointer:
         session = self._session
         async with self._lock:
             return await asyncio.to_thread(work, session)
+
+    async def ack(self, run: RunRef, ack: Ack, worker: str | None) -> None:
+        """Checkpoint one acknowledged batch; returns once it is durable.
+
+        Batches acknowledged while a checkpoint is being written wait for the next one and
+        are written together, so eight batches in flight cost one statement, not eight.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks.append((ack, done))
+        async with self._lock:
+            group, self._acks = self._acks, []
+            if group:
+                assert self._session is not None
+                session, acks = self._session, [item for item, _ in group]
+                try:
+                    await asyncio.to_thread(record_acks, session, run, acks, worker=worker)
+                except BaseException as error:
+                    for _, waiter in group:
+                        waiter.set_exception(error)
+                else:
+                    for _, waiter in group:
+                        waiter.set_result(None)
+        await done
 
 
 async def deliver_chunk(
@@ -131,9 +156,7 @@ async def _send_whole(
 
     async def send_and_checkpoint() -> BatchOutcome:
         outcome = await client.send(batch, idempotency_key(run, batch))
-        await store.run(
-            lambda s: record_ack(s, run, batch, outcome.accepted, outcome.rejections, worker=worker)
-        )
+        await store.ack(run, (batch, outcome.accepted, outcome.rejections), worker)
         return outcome
 
     task = asyncio.ensure_future(send_and_checkpoint())

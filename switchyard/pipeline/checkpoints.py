@@ -59,29 +59,53 @@ def record_ack(
     *,
     worker: str | None = None,
 ) -> None:
-    """Durably note that the destination acknowledged a batch, with its rejected rows.
+    """Durably note that the destination acknowledged one batch, with its rejected rows."""
+    record_acks(session, run, [(batch, accepted, rejections)], worker=worker)
+
+
+Ack = tuple[Batch, int, Sequence[tuple[str, str]]]
+
+
+def record_acks(
+    session: Session, run: RunRef, acks: Sequence[Ack], *, worker: str | None = None
+) -> None:
+    """Durably note acknowledged batches (batch, accepted, rejections) in one statement.
 
     One statement when nothing was rejected (the common case, on the hot path); a batch
     already noted is left as it is, so a replayed acknowledgement changes nothing, even when
     two workers race to note the same batch (the second insert waits for the first and
     then does nothing, so its rejections are not counted twice). `worker` names the worker
-    process that sent the batch.
+    process that sent the batches.
     """
-    insert = """INSERT INTO switchyard.acked_batches
+    if not acks:
+        return
+    rows = ", ".join("(?, ?, ?, ?, ?, ?, current_timestamp)" for _ in acks)
+    insert = f"""INSERT INTO switchyard.acked_batches
         (run_id, chunk, batch, accepted, rejected, worker, acked_at)
-        VALUES (?, ?, ?, ?, ?, ?, current_timestamp)
+        VALUES {rows}
         ON CONFLICT (run_id, chunk, batch) DO NOTHING"""
-    values = (run.run_id, batch.chunk, batch.number, accepted, len(rejections), worker)
-    if not rejections:
+    values = [
+        v
+        for batch, accepted, rejections in acks
+        for v in (run.run_id, batch.chunk, batch.number, accepted, len(rejections), worker)
+    ]
+    if not any(rejections for _, _, rejections in acks):
         session.execute(insert, values)
         return
     with session.transaction():
-        if session.fetchone(insert + " RETURNING batch", values) is None:
-            return
+        new = {
+            (int(c), int(b))
+            for c, b in session.fetchall(insert + " RETURNING chunk, batch", values)
+        }
         session.executemany(
             """INSERT INTO switchyard.row_outcomes (run_id, sync_id, stage, key, reason)
             VALUES (?, ?, 'rejected', ?, ?)""",
-            [(run.run_id, run.sync, key, reason) for key, reason in rejections],
+            [
+                (run.run_id, run.sync, key, reason)
+                for batch, _, rejections in acks
+                if (batch.chunk, batch.number) in new
+                for key, reason in rejections
+            ],
         )
 
 
