@@ -32,7 +32,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Benchmark-only packages go on top of requirements.txt, which constrains them: installing
+# them must never move a pinned runtime version.
 bench: install
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c requirements.txt
 	$(BIN)/python -m bench.run
 
 dev: install
