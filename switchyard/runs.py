@@ -55,7 +55,6 @@ class Counts(Model):
     sent: int = 0
     accepted: int = 0
     rejected: dict[str, int] = Field(default_factory=dict)
-    resent: int = 0
     batches: int = 0
     chunks: int = 0
     chunks_done: int = 0
@@ -140,7 +139,6 @@ class ChunkResult(Model):
 
 class CommitInput(Model):
     run: RunRef
-    plan: SyncPlan
 
 
 class CommitResult(Model):

@@ -249,7 +249,7 @@ class AudienceSyncWorkflow:
             await self._step(
                 "commit",
                 "commit_delivered",
-                CommitInput(run=self._run, plan=checkpoint.plan),
+                CommitInput(run=self._run),
                 CommitResult,
             )
         report: RunReport = await self._step(

@@ -105,6 +105,14 @@ def session_of(settings: Settings) -> Iterator[Session]:
         warehouse.close()
 
 
+def set_batch_size(settings: Settings, size: int, destination: str = "crm_webhook") -> None:
+    """Smaller batches than the example's 1,000, so a test run has many of them."""
+    path = settings.catalog_dir / "destinations" / f"{destination}.yaml"
+    text = path.read_text()
+    assert "batch_size: 1000" in text
+    path.write_text(text.replace("batch_size: 1000", f"batch_size: {size}"))
+
+
 def delivered_keys(settings: Settings, sync: str = "high_value_to_crm") -> set[str]:
     """The keys in the sync's delivered state, which must hold each key once."""
     with session_of(settings) as session:

@@ -22,7 +22,7 @@ from starter.runs import start_sync, wait_for_result
 from switchyard.pipeline.checkpoints import batches_by_worker
 from switchyard.sampledata import seed_warehouse
 from switchyard.settings import DeliverySettings, Settings
-from tests.e2e.conftest import Simulator, Workers, delivered_keys, session_of
+from tests.e2e.conftest import Simulator, Workers, delivered_keys, session_of, set_batch_size
 
 pytestmark = pytest.mark.e2e
 SYNC = "high_value_to_crm"
@@ -53,8 +53,7 @@ async def test_two_workers_share_one_runs_chunks_and_the_result_is_exact(
     workers: Workers,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    destination = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
-    destination.write_text(destination.read_text().replace("batch_size: 1000", "batch_size: 50"))
+    set_batch_size(settings, 50)
     # ~4,000 records in chunks of 200: ~20 deliver activities of 4 batches each.
     tuning = DeliverySettings(chunk_size=200, window=4, heartbeat_timeout_seconds=10)
     settings = settings.model_copy(update={"delivery": tuning})

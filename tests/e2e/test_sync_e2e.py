@@ -22,7 +22,7 @@ from switchyard.runs import RunReport
 from switchyard.sampledata import mutate_warehouse, seed_warehouse
 from switchyard.settings import Settings
 from tests.conftest import REPO
-from tests.e2e.conftest import Simulator, Workers, delivered_keys, session_of
+from tests.e2e.conftest import Simulator, Workers, delivered_keys, session_of, set_batch_size
 from workflows.audience_sync import AudienceSyncWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -84,8 +84,7 @@ async def test_killing_the_worker_mid_run_loses_nothing_and_resends_only_in_flig
     workers: Workers,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    destination = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
-    destination.write_text(destination.read_text().replace("batch_size: 1000", "batch_size: 100"))
+    set_batch_size(settings, 100)
     seed_warehouse(settings.warehouse_url, 100_000)  # about 20k records for this sync
     simulator.configure(latency_ms=40)
     worker = workers.start()
@@ -134,8 +133,7 @@ async def test_killing_the_worker_mid_run_loses_nothing_and_resends_only_in_flig
 async def test_cancelling_mid_run_commits_exactly_what_the_destination_holds(
     client: Client, settings: Settings, simulator: Simulator, workers: Workers
 ) -> None:
-    destination = settings.catalog_dir / "destinations" / "crm_webhook.yaml"
-    destination.write_text(destination.read_text().replace("batch_size: 1000", "batch_size: 100"))
+    set_batch_size(settings, 100)
     seed_warehouse(settings.warehouse_url, 100_000)  # about 20k records
     simulator.configure(latency_ms=40)
     workers.start()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
+from switchyard.delivery import engine
 from switchyard.delivery.engine import deliver_chunk, idempotency_key
 from switchyard.destinations.base import BatchOutcome
 from switchyard.errors import DestinationUnavailableError
@@ -257,3 +259,43 @@ async def test_rejected_rows_are_recorded_as_row_outcomes(warehouse: Warehouse) 
     ]
     # Rows are numbered in key order, so user1 is in batch 0 and user7 in batch 2.
     assert batches == [(0, 2, 1), (1, 3, 0), (2, 2, 1), (3, 1, 0)]
+
+
+@dataclass
+class SlowDestination(FakeDestination):
+    """Answers after a short wait, and remembers how many sends overlapped at most."""
+
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().send(batch, idempotency_key)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_batches_in_flight_are_bounded_and_their_checkpoints_written_together(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, dest = planned(warehouse), SlowDestination()
+    writes: list[int] = []
+    real_record_acks = engine.record_acks
+
+    def counting(session: Any, run: RunRef, acks: Any, **kw: Any) -> None:
+        writes.append(len(acks))
+        real_record_acks(session, run, acks, **kw)
+
+    monkeypatch.setattr(engine, "record_acks", counting)
+
+    result = await deliver_chunk(warehouse, dest, run, 0, concurrency=3)
+
+    assert dest.most_in_flight == 3
+    assert (result.batches, result.sent) == (4, 10)
+    assert acked(warehouse, run) == [0, 1, 2, 3]
+    assert Counter(o.key for b in dest.batches for o in b.operations) == Counter(KEYS)
+    # Batches acknowledged while a checkpoint was being written shared the next one.
+    assert sum(writes) == 4 and len(writes) < 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from switchyard.errors import AudienceQueryError, ContractMismatchError, GateFailedError
-from switchyard.pipeline import snapshot, validate
+from switchyard.pipeline import commit, snapshot, validate
 from switchyard.runs import RunRef
 from tests.support.catalogs import webhook_plan
 from tests.support.fakes import FakeDestination
@@ -194,3 +194,25 @@ def test_gate_stops_a_run_with_too_many_invalid_rows(make_warehouse: MakeWarehou
         snapshot.snapshot_audience(s, run, plan)
         with pytest.raises(GateFailedError, match="invalid"):
             validate.validate_snapshot(s, run, plan)
+
+
+async def test_commit_in_slices_of_chunks_keeps_state_exact(
+    make_warehouse: MakeWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One chunk per transaction: every slice boundary is crossed.
+    monkeypatch.setattr(commit, "CHUNKS_PER_TRANSACTION", 1)
+    warehouse = make_warehouse(clean_profiles(10))
+    plan, dest = webhook_plan(), FakeDestination()
+    _, _, first = await run_once(warehouse, plan, dest, "run-1", chunk_size=3)
+    assert first.chunks == 4
+    with warehouse.session() as s:
+        s.execute(
+            "UPDATE profiles SET plan = 'enterprise' WHERE profile_id IN ('prf_0000', 'prf_0009')"
+        )
+        s.execute("UPDATE profiles SET lifetime_value = 10 WHERE profile_id = 'prf_0005'")
+    _, _, second = await run_once(warehouse, plan, dest, "run-2", chunk_size=3)
+    assert (second.changed, second.removed) == (2, 1)
+    with warehouse.session() as s:
+        rows = s.fetchall("SELECT key FROM switchyard.delivered WHERE sync_id = 'test_sync'")
+    assert sorted(r[0] for r in rows) == sorted(dest.records)
+    assert len(rows) == 9

@@ -42,6 +42,7 @@ class Script:
     preflight_error: ApplicationError | None = None
     attempts: dict[int, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     delivered: list[int] = field(default_factory=list)
+    concurrency: set[int] = field(default_factory=set)
     commits: int = 0
     reports: list[ReportInput] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,6 +92,7 @@ def fake_activities(script: Script) -> list[object]:
     @activity.defn(name="deliver_chunk")
     async def deliver_chunk(request: DeliverChunkInput) -> ChunkResult:
         chunk = request.chunk
+        script.concurrency.add(request.concurrency)
         now = await script.clock() if script.clock else datetime.now(UTC)
         script.attempts[chunk].append(now)
         script.started.set()

@@ -54,6 +54,8 @@ async def test_a_run_delivers_every_chunk_once_commits_and_reports(
     assert report.counts.invalid == {"invalid_email:email": 2}
     assert report.counts.chunks_done == 5
     assert script.commits == 1
+    # A window of 2 chunks shares the contract's 8 requests in flight: 4 per chunk.
+    assert script.concurrency == {4}
 
 
 async def test_transient_failures_are_retried_and_retry_after_is_honoured(
