@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from switchyard.catalog.models import WebhookConfig
 from switchyard.destinations.webhook.client import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from switchyard.destinations.webhook.client import resolve_secret as _resolve_secret
+from switchyard.destinations.webhook.spec import WebhookConfig
 
 BATCH_SIZE = 1000
 IN_FLIGHT = 8

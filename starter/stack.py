@@ -151,7 +151,7 @@ def start_simulator(stack: Stack) -> None:
     argv = [
         sys.executable,
         "-m",
-        "switchyard.simulators.webhook",
+        "switchyard.simulators.hub",
         "--host",
         settings.simulator_host,
         "--port",

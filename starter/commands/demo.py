@@ -21,7 +21,7 @@ from starter.client import connect
 from starter.runs import RunFailed, start_sync, summary_table, ui_link, wait_for_result
 from starter.stack import StackError, embedded_stack
 from switchyard.catalog.loader import load_catalog
-from switchyard.catalog.models import WebhookConfig
+from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.sampledata import mutate_duckdb, seed_duckdb
 from switchyard.settings import Settings
 from switchyard.warehouse.duckdb import DuckDBWarehouse

@@ -55,11 +55,11 @@ def simulator(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
-    """Run the local webhook destination simulator."""
-    from switchyard.simulators import webhook
+    """Run every destination simulator on one port (/<kind>/...; the webhook also at /)."""
+    from switchyard.simulators import hub
 
     settings = Settings()
-    webhook.main(
+    hub.main(
         ["--host", host or settings.simulator_host, "--port", str(port or settings.simulator_port)]
     )
 

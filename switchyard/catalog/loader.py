@@ -24,9 +24,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import ScalarNode
 
+from switchyard.catalog.base import NAME_PATTERN
 from switchyard.catalog.cron import cron_problem
 from switchyard.catalog.models import (
-    NAME_PATTERN,
     Audience,
     Catalog,
     Destination,

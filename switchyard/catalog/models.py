@@ -10,18 +10,16 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
-NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+from switchyard.catalog.base import Name, Strict
+from switchyard.destinations import registry
+from switchyard.destinations.spec import DestinationConfig, DestinationSpec, Operation
+
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TraitType(StrEnum):
@@ -73,6 +71,13 @@ class FieldOwner(StrEnum):
     DESTINATION = "destination"
 
 
+class WriteRule(StrEnum):
+    # Every change is written.
+    ALWAYS = "always"
+    # Written only where the destination's field is empty: a person there may fill it in.
+    IF_EMPTY = "if_empty"
+
+
 class FieldMapping(Strict):
     name: str = Field(min_length=1, description="field name in the destination")
     source: Name = Field(description="trait (column) the value comes from")
@@ -80,6 +85,12 @@ class FieldMapping(Strict):
     required: bool = False
     max_length: int | None = Field(default=None, ge=1)
     owner: FieldOwner = FieldOwner.SWITCHYARD
+    write: WriteRule = Field(
+        default=WriteRule.ALWAYS, description="always, or if_empty (never overwrite a value)"
+    )
+    send_nulls: bool = Field(
+        default=True, description="false: a missing value is left out, not sent as null"
+    )
 
 
 class Identifier(Strict):
@@ -161,27 +172,57 @@ class Contract(Strict):
         return sorted({self.identifier.source, *(m.source for m in self.fields)})
 
 
-class WebhookConfig(Strict):
-    kind: Literal["webhook"] = "webhook"
-    url: str = Field(pattern=r"^https?://")
-    # Name of the environment variable holding the HMAC secret: never the secret itself.
-    secret_env: str = Field(default="SWITCHYARD_WEBHOOK_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
-    timeout_seconds: float = Field(default=30, gt=0)
-
-
-DestinationConfig = Annotated[WebhookConfig, Field(discriminator="kind")]
+# The `config:` block of a destination, selected by its `kind` among the registered ones.
+if TYPE_CHECKING:
+    DestinationConfigType = DestinationConfig
+else:
+    DestinationConfigType = Annotated[
+        Union[registry.config_types()],  # noqa: UP007 - built from the registry at import
+        Field(discriminator="kind"),
+    ]
 
 
 class Destination(Strict):
     name: Name
     owner: str = Field(min_length=1)
     description: str = ""
-    config: DestinationConfig
+    config: DestinationConfigType
     contract: Contract
 
     @property
     def kind(self) -> str:
         return self.config.kind
+
+    @property
+    def spec(self) -> DestinationSpec:
+        return registry.spec_for(self.kind)
+
+    @model_validator(mode="after")
+    def _fits_the_destination(self) -> Destination:
+        """The contract must ask only for what this kind of destination can do."""
+        spec, contract = self.spec, self.contract
+        if contract.batch_size > spec.max_batch_size:
+            raise ValueError(
+                f"contract.batch_size {contract.batch_size} is above {spec.title}'s limit of "
+                f"{spec.max_batch_size} records per request"
+            )
+        if spec.identifiers and contract.identifier.name not in spec.identifiers:
+            raise ValueError(
+                f"{spec.title} matches records on {', '.join(sorted(spec.identifiers))}, "
+                f"not {contract.identifier.name!r} (contract.identifier.name)"
+            )
+        if contract.sync_mode is SyncMode.MIRROR and Operation.REMOVE not in spec.operations:
+            raise ValueError(
+                f"sync_mode mirror removes rows that leave, and {spec.title} cannot remove; "
+                "use sync_mode: upsert"
+            )
+        if_empty = [m.name for m in contract.fields if m.write is WriteRule.IF_EMPTY]
+        if if_empty and not spec.set_if_empty:
+            raise ValueError(
+                f"{spec.title} cannot read a field before writing it, so `write: if_empty` "
+                f"cannot be honoured (fields: {', '.join(if_empty)})"
+            )
+        return self
 
 
 class Sync(Strict):

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from switchyard.catalog.models import NAME_PATTERN
+from switchyard.catalog.base import NAME_PATTERN
 
 DocPath = tuple[str | int, ...]
 

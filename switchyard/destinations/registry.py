@@ -1,31 +1,54 @@
-"""Every destination kind, registered in one place: kind → client factory."""
+"""Every destination, registered in one place: kind → its spec (and through it, its
+config model, client and simulator).
+
+Adding a destination means a folder `switchyard/destinations/<name>/` with `spec.py`,
+the client and the simulator, and one line in `_SPECS` here; nothing else changes.
+Clients and simulators are imported only when asked for, so loading a catalog stays cheap.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
-from switchyard.catalog.models import Destination
-from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.destinations.base import DestinationClient
-from switchyard.destinations.webhook.client import WebhookClient
+from switchyard.destinations.spec import DestinationConfig, DestinationSpec
+from switchyard.destinations.webhook.spec import SPEC as WEBHOOK
 from switchyard.errors import DestinationConfigError
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from switchyard.catalog.models import Destination
+    from switchyard.delivery.ratelimit import RateLimiter
+    from switchyard.destinations.base import DestinationClient
+
+_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK,)
+
+SPECS: dict[str, DestinationSpec] = {spec.kind: spec for spec in _SPECS}
+
 ClientFactory = Callable[
-    [Destination, str, RateLimiter, str, Mapping[str, str] | None], DestinationClient
+    ["Destination", str, "RateLimiter", str, "Mapping[str, str] | None"], "DestinationClient"
 ]
 
 
-def _webhook(
-    destination: Destination,
-    sync: str,
-    limiter: RateLimiter,
-    environment: str,
-    env: Mapping[str, str] | None,
-) -> DestinationClient:
-    return WebhookClient(destination, sync, limiter, environment, env)
+def config_types() -> tuple[type[DestinationConfig], ...]:
+    return tuple(spec.config for spec in _SPECS)
 
 
-FACTORIES: dict[str, ClientFactory] = {"webhook": _webhook}
+def spec_for(kind: str) -> DestinationSpec:
+    try:
+        return SPECS[kind]
+    except KeyError:
+        known = ", ".join(sorted(SPECS))
+        raise DestinationConfigError(
+            f"destination kind {kind!r} is not registered (known: {known})"
+        ) from None
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def create_client(
@@ -35,11 +58,13 @@ def create_client(
     environment: str = "development",
     env: Mapping[str, str] | None = None,
 ) -> DestinationClient:
-    try:
-        factory = FACTORIES[destination.kind]
-    except KeyError:
-        known = ", ".join(sorted(FACTORIES))
-        raise DestinationConfigError(
-            f"destination kind {destination.kind!r} is not registered (known: {known})"
-        ) from None
+    factory = cast(ClientFactory, _load(spec_for(destination.kind).client))
     return factory(destination, sync, limiter, environment, env)
+
+
+def simulator_app(kind: str, **options: Any) -> ASGIApp:
+    """The kind's local simulator as an ASGI app (its vendor paths served at the root)."""
+    target = spec_for(kind).simulator
+    if target is None:
+        raise DestinationConfigError(f"destination kind {kind!r} has no simulator")
+    return cast("ASGIApp", _load(target)(**options))

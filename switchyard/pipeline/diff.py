@@ -20,8 +20,10 @@ from switchyard.warehouse.base import Session
 
 
 def _payload_sql(session: Session, plan: SyncPlan) -> str:
-    pairs = [(c.mapping.name, f"e.{c.name}") for c in sent_columns(plan)]
-    return session.dialect.json_object(pairs)
+    columns = sent_columns(plan)
+    pairs = [(c.mapping.name, f"e.{c.name}") for c in columns if c.mapping.send_nulls]
+    optional = [(c.mapping.name, f"e.{c.name}") for c in columns if not c.mapping.send_nulls]
+    return session.dialect.json_object(pairs, optional)
 
 
 def plan_changes(session: Session, request: PlanInput) -> ChangePlan:

@@ -25,8 +25,13 @@ class Dialect(Protocol):
     # (Postgres); DuckDB's zone maps over tables written in order do without.
     needs_indexes: bool
 
-    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
-        """SQL rendering a JSON object text from (key, SQL expression) pairs."""
+    def json_object(
+        self, pairs: Sequence[tuple[str, str]], omit_nulls: Sequence[tuple[str, str]] = ()
+    ) -> str:
+        """SQL rendering a JSON object text from (key, SQL expression) pairs.
+
+        Keys in `omit_nulls` are left out of the object when their value is NULL.
+        """
         ...
 
     def regex_full_match(self, expr: str, pattern: str) -> str: ...

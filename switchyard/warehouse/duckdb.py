@@ -41,11 +41,18 @@ class DuckDBDialect:
     name = "duckdb"
     needs_indexes = False
 
-    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
-        if not pairs:
+    def json_object(
+        self, pairs: Sequence[tuple[str, str]], omit_nulls: Sequence[tuple[str, str]] = ()
+    ) -> str:
+        if not pairs and not omit_nulls:
             return "'{}'"
         args = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
-        return f"CAST(json_object({args}) AS VARCHAR)"
+        whole = f"json_object({args})"
+        if omit_nulls:
+            # A merge patch (RFC 7386) drops the keys whose patch value is null.
+            optional = ", ".join(f"'{key}', {expr}" for key, expr in omit_nulls)
+            whole = f"json_merge_patch({whole}, json_object({optional}))"
+        return f"CAST({whole} AS VARCHAR)"
 
     def regex_full_match(self, expr: str, pattern: str) -> str:
         return f"regexp_full_match({expr}, '{pattern}')"

@@ -49,11 +49,19 @@ class PostgresDialect:
     name = "postgres"
     needs_indexes = True
 
-    def json_object(self, pairs: Sequence[tuple[str, str]]) -> str:
-        if not pairs:
+    def json_object(
+        self, pairs: Sequence[tuple[str, str]], omit_nulls: Sequence[tuple[str, str]] = ()
+    ) -> str:
+        if not pairs and not omit_nulls:
             return "'{}'"
         args = ", ".join(f"'{key}', {expr}" for key, expr in pairs)
-        return f"json_build_object({args})::text"
+        if not omit_nulls:
+            return f"json_build_object({args})::text"
+        optional = ", ".join(f"'{key}', {expr}" for key, expr in omit_nulls)
+        return (
+            f"(jsonb_build_object({args}) || jsonb_strip_nulls(jsonb_build_object({optional})))"
+            "::text"
+        )
 
     def regex_full_match(self, expr: str, pattern: str) -> str:
         # `~` matches anywhere; anchoring the whole pattern makes it a full match.

@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from switchyard.catalog.models import Destination, RateLimit, WebhookConfig
+from switchyard.catalog.models import Destination, RateLimit
 from switchyard.delivery import ratelimit
 from switchyard.delivery.ratelimit import RateLimiter, RateLimiters
 from switchyard.delivery.retry_after import parse_retry_after
@@ -32,6 +32,8 @@ from switchyard.destinations.webhook.client import (
     resolve_secret,
     sign,
 )
+from switchyard.destinations.webhook.simulator import SimulatorConfig, create_app
+from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
@@ -43,7 +45,6 @@ from switchyard.errors import (
 from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.settings import DEV_WEBHOOK_SECRET
 from switchyard.simulators.server import run_in_thread
-from switchyard.simulators.webhook import SimulatorConfig, create_app
 from tests.support.catalogs import webhook_plan
 
 SECRET = "crm-hook-secret-3f9a"

@@ -23,10 +23,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from switchyard.destinations.webhook.simulator import SimulatorConfig, apply_operations, create_app
 from switchyard.settings import DEV_WEBHOOK_SECRET
 from switchyard.simulators.faults import key_rejected
 from switchyard.simulators.server import run_in_thread
-from switchyard.simulators.webhook import SimulatorConfig, apply_operations, create_app
 
 SECRET = "test-webhook-secret"
 REPO = Path(__file__).resolve().parents[2]
@@ -621,7 +621,13 @@ def test_the_module_runs_as_its_own_process(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(REPO), "SWITCHYARD_WEBHOOK_SECRET": "process-secret"}
-    command = [sys.executable, "-m", "switchyard.simulators.webhook", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "switchyard.destinations.webhook.simulator",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:

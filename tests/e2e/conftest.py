@@ -22,9 +22,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from starter.stack import stop_process
+from switchyard.destinations.webhook.simulator import create_app
 from switchyard.settings import DeliverySettings, Settings, TemporalSettings
 from switchyard.simulators.server import run_in_thread
-from switchyard.simulators.webhook import create_app
 from switchyard.warehouse.base import Session
 from switchyard.warehouse.factory import open_warehouse
 from tests.conftest import BIN, REPO

@@ -14,8 +14,8 @@ from switchyard.catalog.models import (
     SyncPlan,
     Trait,
     TraitType,
-    WebhookConfig,
 )
+from switchyard.destinations.webhook.spec import WebhookConfig
 
 
 def webhook_plan(

@@ -18,10 +18,11 @@ from collections.abc import Mapping
 import httpx
 import orjson
 
-from switchyard.catalog.models import Destination, WebhookConfig
+from switchyard.catalog.models import Destination
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.delivery.retry_after import parse_retry_after
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,

@@ -17,10 +17,11 @@ The protocol (the contract with Switchyard's webhook client):
 A repeated Idempotency-Key (per hook) gets the first answer back with `"duplicate": true`
 and changes nothing; re-sends are counted, which is how tests see what a crash cost.
 
-Control API for tests: GET|PUT /_sim/config, GET /_sim/stats, GET /_sim/hooks/{hook}/records
-(?keys_only=1), GET /_sim/hooks/{hook}/log, POST /_sim/reset, GET /healthz.
+Control API for tests: GET|PUT /_sim/config, GET /_sim/stats, GET /_sim/records (every hook),
+GET /_sim/hooks/{hook}/records (?keys_only=1), GET /_sim/hooks/{hook}/log, POST /_sim/reset,
+GET /healthz.
 
-Run it: python -m switchyard.simulators.webhook --host 127.0.0.1 --port 8787
+Run it: python -m switchyard.destinations.webhook.simulator --host 127.0.0.1 --port 8787
 """
 
 # No `from __future__ import annotations` here: run as __main__ under a wrapper (cProfile, a
@@ -135,10 +136,14 @@ class HookStats:
     idempotency_mismatches: int = 0
     # Requests that arrived while an announced Retry-After (from a 429) was still running.
     early_retries: int = 0
+    max_batch_records: int = 0
+    max_body_bytes: int = 0
     status_counts: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
+        out["max_batch_records"] = self.max_batch_records
+        out["max_body_bytes"] = self.max_body_bytes
         out["status_counts"] = {str(code): n for code, n in sorted(self.status_counts.items())}
         return out
 
@@ -411,6 +416,8 @@ class WebhookSimulator:
         operations: list[Any] = doc["operations"]
         count = len(operations)
         config = self.config
+        hook.stats.max_batch_records = max(hook.stats.max_batch_records, count)
+        hook.stats.max_body_bytes = max(hook.stats.max_body_bytes, len(body))
         if count > config.max_batch_size:
             limit = config.max_batch_size
             return 400, {"error": "batch_too_large", "limit": limit}, batch_id, count
@@ -461,6 +468,8 @@ class WebhookSimulator:
             for code, n in one["status_counts"].items():
                 status_counts[code] = status_counts.get(code, 0) + n
         totals["status_counts"] = dict(sorted(status_counts.items()))
+        for name in ("max_batch_records", "max_body_bytes"):
+            totals[name] = max((one[name] for one in per_hook.values()), default=0)
         totals["per_hook"] = per_hook
         return totals
 
@@ -469,6 +478,15 @@ class WebhookSimulator:
         records = found.records if found is not None else {}
         if keys_only:
             return {"count": len(records), "keys": list(records)}
+        return {"count": len(records), "records": records}
+
+    def all_records(self) -> dict[str, Any]:
+        """Every hook's records, keyed `hook/key` (the control API all simulators share)."""
+        records = {
+            f"{name}/{key}": record
+            for name, hook in self.hooks.items()
+            for key, record in hook.records.items()
+        }
         return {"count": len(records), "records": records}
 
     def log(self, hook: str) -> list[dict[str, Any]]:
@@ -566,6 +584,9 @@ def create_app(
         keys_only = request.query_params.get("keys_only", "").lower() in {"1", "true", "yes"}
         return _json(200, sim.records(request.path_params["hook"], keys_only))
 
+    async def get_all_records(request: Request) -> Response:
+        return _json(200, sim.all_records())
+
     async def get_log(request: Request) -> Response:
         return _json(200, sim.log(request.path_params["hook"]))
 
@@ -594,6 +615,7 @@ def create_app(
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", put_config, methods=["PUT"]),
         Route("/_sim/stats", get_stats, methods=["GET"]),
+        Route("/_sim/records", get_all_records, methods=["GET"]),
         Route("/_sim/hooks/{hook}/records", get_records, methods=["GET"]),
         Route("/_sim/hooks/{hook}/log", get_log, methods=["GET"]),
         Route("/_sim/reset", post_reset, methods=["POST"]),
@@ -608,7 +630,7 @@ def create_app(
 def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     parser = argparse.ArgumentParser(
-        prog="python -m switchyard.simulators.webhook",
+        prog="python -m switchyard.destinations.webhook.simulator",
         description="Local webhook receiver simulator (secret from $" + SECRET_ENV + ").",
     )
     parser.add_argument("--host", default=settings.simulator_host)
