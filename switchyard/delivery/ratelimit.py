@@ -64,6 +64,16 @@ class RateLimiter:
     def hold_for(self, seconds: float) -> None:
         self.hold_until(self._clock() + seconds)
 
+    def observe(self, remaining: int | None, resets_in: float | None) -> None:
+        """What the destination's own headers say is left of its current window.
+
+        When nothing is left, every sender waits for the window to reset instead of
+        spending a request to learn it from a 429. Destinations whose headers say more
+        (HubSpot's, Klaviyo's, Braze's) feed them in here after every response.
+        """
+        if remaining is not None and resets_in is not None and remaining <= 0 and resets_in > 0:
+            self.hold_for(resets_in)
+
     async def acquire(self) -> None:
         async with self._lock:
             while True:
