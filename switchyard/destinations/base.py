@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from switchyard.pipeline.checkpoints import Batch
 
@@ -27,3 +27,14 @@ class DestinationClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CompletesRuns(Protocol):
+    """Destinations that finish a run as a whole (a file export's manifest) implement this.
+
+    Called once per run after its acknowledged rows are committed, with the run's id; it
+    must be idempotent, since a retried commit step calls it again.
+    """
+
+    async def complete_run(self, run_id: str) -> None: ...

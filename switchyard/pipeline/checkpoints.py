@@ -24,6 +24,8 @@ class Batch:
     chunk: int
     number: int
     operations: list[Operation] = field(default_factory=list)
+    # The run it belongs to: destinations that write per run (file exports) name files by it.
+    run_id: str = ""
 
 
 def read_chunk(session: Session, run: RunRef, chunk: int) -> list[Batch]:
@@ -37,7 +39,7 @@ def read_chunk(session: Session, run: RunRef, chunk: int) -> list[Batch]:
         number = row[0]
         batch = batches.get(number)
         if batch is None:
-            batch = batches[number] = Batch(chunk, number)
+            batch = batches[number] = Batch(chunk, number, run_id=run.run_id)
         batch.operations.append(make(row[1:]))
     return [batches[n] for n in sorted(batches)]
 
