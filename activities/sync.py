@@ -22,7 +22,7 @@ from switchyard.catalog.loader import load_catalog
 from switchyard.catalog.models import Destination, SyncPlan
 from switchyard.delivery import engine
 from switchyard.delivery.ratelimit import RateLimiters
-from switchyard.destinations.base import DestinationClient
+from switchyard.destinations.base import CompletesRuns, DestinationClient
 from switchyard.destinations.registry import create_client
 from switchyard.errors import FatalError, RetryableError
 from switchyard.pipeline import commit, consent, diff, ledger, snapshot, validate
@@ -138,8 +138,18 @@ class SyncActivities:
             heartbeat.cancel()
 
     @activity.defn(name="commit_delivered")
-    def commit_delivered(self, request: CommitInput) -> CommitResult:
-        with retry_meaning(), self._warehouse.session() as session:
+    async def commit_delivered(self, request: CommitInput) -> CommitResult:
+        with retry_meaning():
+            result = await asyncio.to_thread(self._commit, request)
+            destination = request.destination
+            if request.complete and destination is not None:
+                client = self._delivery_client(destination, request.run.sync)
+                if isinstance(client, CompletesRuns):
+                    await client.complete_run(request.run.run_id)
+            return result
+
+    def _commit(self, request: CommitInput) -> CommitResult:
+        with self._warehouse.session() as session:
             return commit.commit_delivered(session, request.run)
 
     @activity.defn(name="report_run")

@@ -139,6 +139,10 @@ class ChunkResult(Model):
 
 class CommitInput(Model):
     run: RunRef
+    destination: Destination | None = None
+    # The run ended well: destinations that finish a run as a whole (a file export's
+    # manifest) are told so after the commit.
+    complete: bool = False
 
 
 class CommitResult(Model):

@@ -249,7 +249,11 @@ class AudienceSyncWorkflow:
             await self._step(
                 "commit",
                 "commit_delivered",
-                CommitInput(run=self._run),
+                CommitInput(
+                    run=self._run,
+                    destination=checkpoint.plan.destination,
+                    complete=status == "succeeded",
+                ),
                 CommitResult,
             )
         report: RunReport = await self._step(

@@ -141,7 +141,7 @@ class Contract(Strict):
     identifier: Identifier
     fields: list[FieldMapping] = Field(default_factory=list)
     sync_mode: SyncMode = SyncMode.MIRROR
-    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
     rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=8, ge=1, le=64)
     consent_purpose: Name | None = None

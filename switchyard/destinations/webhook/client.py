@@ -3,7 +3,8 @@
 Request: `POST <url>` with `X-Switchyard-Timestamp`, `X-Switchyard-Signature: v1=<hex>`
 (HMAC of "<timestamp>." + body) and a deterministic `Idempotency-Key` per batch, so a
 batch re-sent after a crash is recognisable downstream. Body:
-`{"batch_id", "sync", "contract_version", "operations": [{"op", "key", "fields"?}]}`.
+`{"batch_id", "sync", "contract_version", "operations": [{"op", "key", "fields"?, "if_empty"?}]}`
+(`if_empty`: the contract's `write: if_empty` fields, which the receiver sets only when empty).
 Response 200: `{"accepted": n, "rejected": [{"index", "key", "reason"}]}`.
 """
 
@@ -13,12 +14,12 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 import orjson
 
-from switchyard.catalog.models import Destination
+from switchyard.catalog.models import Destination, WriteRule
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.delivery.retry_after import parse_retry_after
 from switchyard.destinations.base import BatchOutcome
@@ -57,14 +58,21 @@ def resolve_secret(config: WebhookConfig, environment: str, env: Mapping[str, st
     )
 
 
-def render_body(batch: Batch, batch_id: str, sync: str, contract_version: int) -> bytes:
+def render_body(
+    batch: Batch,
+    batch_id: str,
+    sync: str,
+    contract_version: int,
+    if_empty: Sequence[str] = (),
+) -> bytes:
     """Assemble the body from the warehouse-rendered field JSON without re-encoding it."""
     parts = []
+    tail = b',"if_empty":' + orjson.dumps(list(if_empty)) + b"}" if if_empty else b"}"
     for operation in batch.operations:
         key = orjson.dumps(operation.key)
         if operation.op == "upsert":
             fields = (operation.fields or "{}").encode()
-            parts.append(b'{"op":"upsert","key":' + key + b',"fields":' + fields + b"}")
+            parts.append(b'{"op":"upsert","key":' + key + b',"fields":' + fields + tail)
         else:
             parts.append(b'{"op":"remove","key":' + key + b"}")
     head = orjson.dumps({"batch_id": batch_id, "sync": sync, "contract_version": contract_version})
@@ -87,6 +95,9 @@ class WebhookClient:
         self._name = destination.name
         self._sync = sync
         self._contract_version = destination.contract.version
+        self._if_empty = tuple(
+            m.name for m in destination.contract.sent_fields if m.write is WriteRule.IF_EMPTY
+        )
         self._limiter = limiter
         self._secret = resolve_secret(self._config, environment, os.environ if env is None else env)
         self._http = httpx.AsyncClient(
@@ -105,7 +116,9 @@ class WebhookClient:
             ) from error
 
     async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
-        body = render_body(batch, idempotency_key, self._sync, self._contract_version)
+        body = render_body(
+            batch, idempotency_key, self._sync, self._contract_version, self._if_empty
+        )
         await self._limiter.acquire()
         # Signed only once the limiter lets it go: a wait behind a long Retry-After must
         # not leave a timestamp the destination rejects as stale.

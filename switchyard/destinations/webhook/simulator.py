@@ -8,7 +8,9 @@ The protocol (the contract with Switchyard's webhook client):
       X-Switchyard-Signature: v1=<hex HMAC-SHA256(secret, f"{timestamp}.".encode() + body)>
       Idempotency-Key: <opaque>
       {"batch_id", "sync", "contract_version",
-       "operations": [{"op": "upsert", "key", "fields": {..}} | {"op": "remove", "key"}]}
+       "operations": [{"op": "upsert", "key", "fields": {..}, "if_empty"?: [names]}
+                      | {"op": "remove", "key"}]}
+      (`if_empty` names fields to set only where the receiver holds no value yet)
 
     200 {"batch_id", "accepted", "rejected": [{"index", "key", "reason"}], "duplicate"}
     401 invalid_signature | stale_timestamp     400 malformed_body | batch_too_large |
@@ -212,6 +214,14 @@ def apply_operations(
             if record is None:
                 records[key] = fields
             else:
+                keep = op.get("if_empty")
+                if keep:
+                    # Fields sent "set only if empty" never overwrite a value already there.
+                    fields = {
+                        name: value
+                        for name, value in fields.items()
+                        if name not in keep or record.get(name) in (None, "")
+                    }
                 record.update(fields)
             upserts += 1
         else:
