@@ -174,18 +174,21 @@ class SyncActivities:
         limiter = self._limiters.for_destination(destination.name, destination.contract.rate_limit)
         return create_client(destination, sync, limiter, self._settings.environment, self._env)
 
-    def all(self) -> list[Callable[..., Any]]:
+    def steps(self) -> list[Callable[..., Any]]:
+        """The run's steps, on the sync's task queue."""
         return [
             self.resolve_plan,
-            self.check_destination,
             self.snapshot_audience,
             self.validate_snapshot,
             self.filter_consent,
             self.plan_changes,
-            self.deliver_chunk,
             self.commit_delivered,
             self.report_run,
         ]
+
+    def delivery(self) -> list[Callable[..., Any]]:
+        """What talks to a destination, on that destination's own task queue."""
+        return [self.check_destination, self.deliver_chunk]
 
 
 def worker_identity() -> str:

@@ -36,6 +36,8 @@ class DeliveryTuning(Model):
     heartbeat_timeout: timedelta = timedelta(seconds=20)
     chunks_per_execution: int = Field(default=400, ge=1)
     max_attempts: int = Field(default=12, ge=1)
+    # How long a preflight waits for a worker serving the destination's task queue.
+    pickup_timeout: timedelta = timedelta(minutes=1)
 
 
 class Counts(Model):
@@ -135,6 +137,15 @@ class ChunkResult(Model):
     rejected: dict[str, int] = Field(default_factory=dict)
     batches: int = 0
     skipped_batches: int = 0
+
+
+def delivery_task_queue(task_queue: str, destination: str) -> str:
+    """The task queue a destination's deliveries run on, beside the sync's own queue.
+
+    One queue per destination, each with its own worker slots: a slow or failing
+    destination fills only its own slots, and syncs to the others keep their pace.
+    """
+    return f"{task_queue}.deliver.{destination}"
 
 
 class CommitInput(Model):

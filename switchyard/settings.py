@@ -28,6 +28,8 @@ class DeliverySettings(BaseModel):
     heartbeat_timeout_seconds: float = Field(default=20, gt=0)
     # Chunks delivered by one workflow execution before it continues as new.
     chunks_per_execution: int = Field(default=400, ge=1)
+    # Deliver activities one worker runs at once for one destination (its own task queue).
+    destination_slots: int = Field(default=8, ge=1)
 
 
 class Settings(BaseSettings):

@@ -16,7 +16,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from switchyard.catalog.models import SyncPlan
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         StepInput,
         SyncCheckpoint,
         ValidationResult,
+        delivery_task_queue,
     )
     from workflows import search_attributes
 
@@ -116,7 +118,17 @@ class AudienceSyncWorkflow:
         assert self._run is not None
         step = StepInput(run=self._run, plan=plan, full_resync=request.full_resync)
         self._label(plan)
-        await self._step("preflight", "check_destination", step, None, retry=PREFLIGHT_RETRY)
+        # On the destination's own queue: if no worker serves it, this fails in a minute,
+        # before anything is read or sent, instead of the run waiting there unnoticed.
+        await self._step(
+            "preflight",
+            "check_destination",
+            step,
+            None,
+            retry=PREFLIGHT_RETRY,
+            task_queue=self._delivery_queue(plan),
+            schedule_to_start_timeout=request.tuning.pickup_timeout,
+        )
         snapshot = await self._step("fetch", "snapshot_audience", step, SnapshotResult)
         self._counts.snapshot = snapshot.rows
         checked = await self._step("validate", "validate_snapshot", step, ValidationResult)
@@ -208,6 +220,7 @@ class AudienceSyncWorkflow:
                 concurrency=_per_chunk(checkpoint.plan.contract.max_in_flight, tuning.window),
             ),
             result_type=ChunkResult,
+            task_queue=self._delivery_queue(checkpoint.plan),
             start_to_close_timeout=timedelta(hours=2),
             heartbeat_timeout=tuning.heartbeat_timeout,
             retry_policy=RetryPolicy(
@@ -240,7 +253,11 @@ class AudienceSyncWorkflow:
     ) -> RunReport:
         """Commit what was acknowledged, write the ledger, then end as the run ended."""
         assert self._run is not None
-        message = _describe(error, self._phase) if error is not None else None
+        message = (
+            _describe(error, self._phase, self._delivery_queue(checkpoint.plan))
+            if error is not None
+            else None
+        )
         if isinstance(error, asyncio.CancelledError):
             status = "cancelled"
         elif error is not None:
@@ -283,16 +300,28 @@ class AudienceSyncWorkflow:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _step(
-        self, phase: str, activity: str, arg: Any, result_type: Any, retry: RetryPolicy = STEP_RETRY
+        self,
+        phase: str,
+        activity: str,
+        arg: Any,
+        result_type: Any,
+        retry: RetryPolicy = STEP_RETRY,
+        task_queue: str | None = None,
+        schedule_to_start_timeout: timedelta | None = None,
     ) -> Any:
         self._set_phase(phase)
         return await workflow.execute_activity(
             activity,
             arg,
             result_type=result_type,
+            task_queue=task_queue,
+            schedule_to_start_timeout=schedule_to_start_timeout,
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=retry,
         )
+
+    def _delivery_queue(self, plan: SyncPlan) -> str:
+        return delivery_task_queue(workflow.info().task_queue, plan.destination.name)
 
     def _restore(self, checkpoint: SyncCheckpoint) -> SyncCheckpoint:
         self._run = RunRef(run_id=checkpoint.run_id, sync=checkpoint.plan.sync.name)
@@ -332,9 +361,14 @@ def _per_chunk(max_in_flight: int, window: int) -> int:
     return max(1, max_in_flight // max(1, min(window, max_in_flight)))
 
 
-def _describe(error: BaseException, phase: str) -> str:
+def _describe(error: BaseException, phase: str, delivery_queue: str) -> str:
     if isinstance(error, asyncio.CancelledError):
         return f"cancelled during {phase}"
     cause = error.cause if isinstance(error, ActivityError) else None
+    if isinstance(cause, ActivityTimeout) and cause.type is TimeoutType.SCHEDULE_TO_START:
+        return (
+            f"{phase} failed: no worker serves task queue {delivery_queue!r}; workers serve "
+            "the destinations in the catalog they loaded at start: restart them after adding one"
+        )
     detail = cause.message if isinstance(cause, ApplicationError) else str(cause or error)
     return f"{phase} failed: {detail}"

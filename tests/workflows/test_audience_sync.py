@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 
@@ -12,7 +13,13 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from switchyard.runs import AudienceSyncInput, DeliveryTuning, Progress, RunReport
+from switchyard.runs import (
+    AudienceSyncInput,
+    DeliveryTuning,
+    Progress,
+    RunReport,
+    delivery_task_queue,
+)
 from tests.support.catalogs import webhook_plan
 from tests.workflows.fakes import ROWS_PER_CHUNK, Script, fake_activities, fatal, retryable
 from workflows.audience_sync import AudienceSyncWorkflow
@@ -20,18 +27,43 @@ from workflows.audience_sync import AudienceSyncWorkflow
 TUNING = DeliveryTuning(chunk_size=ROWS_PER_CHUNK, window=2, max_attempts=5)
 
 
+class Workers(contextlib.AsyncExitStack):
+    """The sync's worker and its destination's delivery worker, run together."""
+
+    def __init__(self, *workers: Worker) -> None:
+        super().__init__()
+        self.workers = workers
+
+    async def __aenter__(self) -> Workers:
+        await super().__aenter__()
+        for worker in self.workers:
+            await self.enter_async_context(worker)
+        return self
+
+
 async def start(
-    env: WorkflowEnvironment, script: Script, tuning: DeliveryTuning = TUNING, **options: object
-) -> tuple[Worker, WorkflowHandle[AudienceSyncWorkflow, RunReport]]:
+    env: WorkflowEnvironment,
+    script: Script,
+    tuning: DeliveryTuning = TUNING,
+    serve_destination: bool = True,
+    **options: object,
+) -> tuple[Workers, WorkflowHandle[AudienceSyncWorkflow, RunReport]]:
     queue = f"test-{uuid.uuid4()}"
-    worker = Worker(
-        env.client,
-        task_queue=queue,
-        workflows=[AudienceSyncWorkflow],
-        activities=fake_activities(script),
-        # A bug in the workflow fails the test at once instead of retrying the task forever.
-        workflow_failure_exception_types=[Exception],
-    )
+    activities = fake_activities(script)
+    workers = [
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[AudienceSyncWorkflow],
+            activities=activities,
+            # A bug in the workflow fails the test at once instead of retrying the task forever.
+            workflow_failure_exception_types=[Exception],
+        )
+    ]
+    if serve_destination:
+        destination_queue = delivery_task_queue(queue, script.plan.destination.name)
+        workers.append(Worker(env.client, task_queue=destination_queue, activities=activities))
+    worker = Workers(*workers)
     handle = await env.client.start_workflow(
         AudienceSyncWorkflow.run,
         AudienceSyncInput(sync="test_sync", tuning=tuning, **options),  # type: ignore[arg-type]
@@ -95,6 +127,22 @@ async def test_a_fatal_error_fails_the_run_loudly_after_committing_what_was_ackn
     assert len(script.attempts[1]) == 1  # non-retryable: no second attempt
     assert script.commits == 1
     assert script.reports[-1].status == "failed"
+
+
+async def test_a_destination_no_worker_serves_fails_the_run_clearly_before_any_fetch(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    script = Script(plan=webhook_plan(), chunks=2)
+    tuning = TUNING.model_copy(update={"pickup_timeout": timedelta(seconds=2)})
+    worker, handle = await start(time_skipping_env, script, tuning, serve_destination=False)
+    async with worker:
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert "no worker serves task queue" in cause.message
+    assert ".deliver.crm_webhook" in cause.message
+    assert script.delivered == [] and script.reports[-1].status == "failed"
 
 
 async def test_an_unreachable_destination_fails_before_anything_is_fetched(
