@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from switchyard.destinations.braze.spec import SPEC as BRAZE
 from switchyard.destinations.file_export.spec import SPEC as FILE_EXPORT
-from switchyard.destinations.hubspot.spec import SPEC as HUBSPOT
 from switchyard.destinations.spec import DestinationConfig, DestinationSpec
 from switchyard.destinations.webhook.spec import SPEC as WEBHOOK
 from switchyard.errors import DestinationConfigError
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from switchyard.delivery.ratelimit import RateLimiter
     from switchyard.destinations.base import DestinationClient
 
-_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK, FILE_EXPORT, HUBSPOT)
+_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK, FILE_EXPORT, BRAZE)
 
 SPECS: dict[str, DestinationSpec] = {spec.kind: spec for spec in _SPECS}
 
