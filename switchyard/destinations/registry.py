@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 from switchyard.destinations.braze.spec import SPEC as BRAZE
 from switchyard.destinations.file_export.spec import SPEC as FILE_EXPORT
 from switchyard.destinations.google_ads.spec import SPEC as GOOGLE_ADS
+from switchyard.destinations.hubspot.spec import SPEC as HUBSPOT
+from switchyard.destinations.klaviyo.spec import SPEC as KLAVIYO
 from switchyard.destinations.spec import DestinationConfig, DestinationSpec
 from switchyard.destinations.webhook.spec import SPEC as WEBHOOK
 from switchyard.errors import DestinationConfigError
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from switchyard.delivery.ratelimit import RateLimiter
     from switchyard.destinations.base import DestinationClient
 
-_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK, FILE_EXPORT, BRAZE, GOOGLE_ADS)
+_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK, FILE_EXPORT, BRAZE, GOOGLE_ADS, HUBSPOT, KLAVIYO)
 
 SPECS: dict[str, DestinationSpec] = {spec.kind: spec for spec in _SPECS}
 
