@@ -17,6 +17,7 @@ from switchyard.destinations.file_export.spec import SPEC as FILE_EXPORT
 from switchyard.destinations.google_ads.spec import SPEC as GOOGLE_ADS
 from switchyard.destinations.hubspot.spec import SPEC as HUBSPOT
 from switchyard.destinations.klaviyo.spec import SPEC as KLAVIYO
+from switchyard.destinations.meta.spec import SPEC as META
 from switchyard.destinations.spec import DestinationConfig, DestinationSpec
 from switchyard.destinations.webhook.spec import SPEC as WEBHOOK
 from switchyard.errors import DestinationConfigError
@@ -28,7 +29,15 @@ if TYPE_CHECKING:
     from switchyard.delivery.ratelimit import RateLimiter
     from switchyard.destinations.base import DestinationClient
 
-_SPECS: tuple[DestinationSpec, ...] = (WEBHOOK, FILE_EXPORT, BRAZE, GOOGLE_ADS, HUBSPOT, KLAVIYO)
+_SPECS: tuple[DestinationSpec, ...] = (
+    WEBHOOK,
+    FILE_EXPORT,
+    BRAZE,
+    GOOGLE_ADS,
+    HUBSPOT,
+    KLAVIYO,
+    META,
+)
 
 SPECS: dict[str, DestinationSpec] = {spec.kind: spec for spec in _SPECS}
 
