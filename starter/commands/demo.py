@@ -8,12 +8,15 @@ what the delivered state says, and shuts everything down.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Annotated
 
 import httpx
+import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 
@@ -21,6 +24,7 @@ from starter.client import connect
 from starter.runs import RunFailed, start_sync, summary_table, ui_link, wait_for_result
 from starter.stack import StackError, embedded_stack
 from switchyard.catalog.loader import load_catalog
+from switchyard.destinations.file_export.spec import FileExportConfig
 from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.sampledata import mutate_duckdb, seed_duckdb
 from switchyard.settings import Settings
@@ -40,6 +44,8 @@ def demo(
     if state_dir.exists():
         shutil.rmtree(state_dir)
     settings = Settings(state_dir=state_dir, warehouse="")
+    # The example file export writes here; the worker inherits it.
+    os.environ["SWITCHYARD_EXPORT_DIR"] = str((state_dir / "exports").resolve())
     started = time.monotonic()
     console.rule("1. seed the warehouse")
     summary = seed_duckdb(Path(settings.warehouse_url), profiles)
@@ -88,29 +94,59 @@ async def _run(client, settings: Settings, sync: str) -> bool:  # type: ignore[n
 
 
 async def _verify(settings: Settings, syncs: list[str]) -> bool:
+    """Each destination holds what the delivered state says it was sent."""
     catalog = load_catalog(settings.catalog_dir)
     warehouse = DuckDBWarehouse(settings.warehouse_url)
     ok = True
     async with httpx.AsyncClient(base_url=settings.simulator_url) as http:
         for sync in syncs:
             destination = catalog.destinations[catalog.syncs[sync].destination]
-            if not isinstance(destination.config, WebhookConfig):
-                continue
-            hook = destination.config.url.rstrip("/").rsplit("/", 1)[1]
-            held = (await http.get(f"/_sim/hooks/{hook}/records", params={"keys_only": 1})).json()
             with warehouse.session() as session:
                 row = session.fetchone(
                     "SELECT count(*) FROM switchyard.delivered WHERE sync_id = ?", (sync,)
                 )
             delivered = int(row[0]) if row else 0
-            same = held["count"] == delivered
+            held, where = await _held(http, destination.config, sync)
+            same = held == delivered
             ok &= same
             mark = "[green]match[/green]" if same else "[red]MISMATCH[/red]"
             console.print(
-                f"{sync}: simulator holds {held['count']:,} records, delivered state "
-                f"{delivered:,}: {mark}"
+                f"{sync}: {where} holds {held:,} records, delivered state {delivered:,}: {mark}"
             )
     return ok
+
+
+async def _held(http: httpx.AsyncClient, config: object, sync: str) -> tuple[int, str]:
+    """How many records the destination holds for this sync, and where that was read."""
+    if isinstance(config, WebhookConfig):
+        hook = config.url.rstrip("/").rsplit("/", 1)[1]
+        held = (await http.get(f"/_sim/hooks/{hook}/records", params={"keys_only": 1})).json()
+        return int(held["count"]), f"webhook /hooks/{hook}"
+    if isinstance(config, FileExportConfig) and config.directory:
+        return _exported(Path(config.directory) / sync), f"{config.directory}/{sync}"
+    kind = getattr(config, "kind", "")
+    held = (await http.get(f"/{kind}/_sim/records")).json()
+    return int(held["count"]), f"{kind} simulator"
+
+
+def _exported(root: Path) -> int:
+    """Replay every completed run's manifest in order: the keys the files say are in."""
+    keys: set[str] = set()
+    manifests = sorted(
+        (
+            json.loads((run / "manifest.json").read_text())
+            for run in root.iterdir()
+            if (run / "_SUCCESS").exists()
+        ),
+        key=lambda m: str(m["created_at"]),
+    )
+    for manifest in manifests:
+        identifier = manifest["identifier"]
+        for part in manifest["parts"]:
+            table = pq.read_table(root / manifest["run_id"] / part["file"])
+            for op, key in zip(table["op"].to_pylist(), table[identifier].to_pylist(), strict=True):
+                (keys.add if op == "upsert" else keys.discard)(key)
+    return len(keys)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from starter.stack import stop_process
-from switchyard.destinations.webhook.simulator import create_app
 from switchyard.settings import DeliverySettings, Settings, TemporalSettings
+from switchyard.simulators.hub import create_app
 from switchyard.simulators.server import run_in_thread
 from switchyard.warehouse.base import Session
 from switchyard.warehouse.factory import open_warehouse
@@ -46,9 +46,11 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 def simulator_url() -> Iterator[str]:
-    with run_in_thread(create_app(freeze_gc=False)) as url:
-        # The example catalog's webhook URLs read this variable; child workers inherit it.
+    # Every destination's simulator, as `switchyard dev` serves them (the webhook at the root).
+    with run_in_thread(create_app()) as url:
+        # The example catalog's URLs read these variables; child workers inherit them.
         os.environ["SWITCHYARD_WEBHOOK_URL"] = url
+        os.environ["SWITCHYARD_SIMULATOR_URL"] = url
         yield url
 
 
