@@ -18,6 +18,7 @@ from switchyard.destinations.google_ads.spec import SPEC as GOOGLE_ADS
 from switchyard.destinations.hubspot.spec import SPEC as HUBSPOT
 from switchyard.destinations.klaviyo.spec import SPEC as KLAVIYO
 from switchyard.destinations.meta.spec import SPEC as META
+from switchyard.destinations.salesforce.spec import SPEC as SALESFORCE
 from switchyard.destinations.spec import DestinationConfig, DestinationSpec
 from switchyard.destinations.webhook.spec import SPEC as WEBHOOK
 from switchyard.errors import DestinationConfigError
@@ -37,6 +38,7 @@ _SPECS: tuple[DestinationSpec, ...] = (
     HUBSPOT,
     KLAVIYO,
     META,
+    SALESFORCE,
 )
 
 SPECS: dict[str, DestinationSpec] = {spec.kind: spec for spec in _SPECS}
