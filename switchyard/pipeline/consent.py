@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from switchyard.catalog.models import SyncPlan
 from switchyard.errors import MissingSourceTableError
+from switchyard.pipeline import prepared
 from switchyard.pipeline.state import run_table
-from switchyard.pipeline.validate import record_outcomes
+from switchyard.pipeline.validate import (
+    eligible_rows,
+    held_by_reason,
+    record_outcomes,
+    snapshot_rows,
+)
 from switchyard.runs import ConsentResult, RunRef
 from switchyard.warehouse.base import Session
 
@@ -40,39 +46,46 @@ def filter_consent(session: Session, run: RunRef, plan: SyncPlan) -> ConsentResu
             CONSENTS_TABLE,
             f"contract v{plan.contract.version} needs for purpose {purpose!r}",
         )
-    val, table = run_table(run, "val"), run_table(run, "elig")
+    snap, held = run_table(run, "snap"), run_table(run, "held")
+    rows = prepared.prepared_for(session, run, plan).rows(snap)
     consent_join = (
         f"""LEFT JOIN (SELECT DISTINCT profile_id FROM {CONSENTS_TABLE}
-                       WHERE purpose = ? AND granted) AS con ON con.profile_id = v.profile_id"""
+                       WHERE purpose = ? AND granted) AS con ON con.profile_id = s.profile_id"""
         if purpose
         else ""
     )
     no_consent = f"WHEN con.profile_id IS NULL THEN 'no_consent:{purpose}'" if purpose else ""
-    session.execute(f"DROP TABLE IF EXISTS {table}")
+    # One pass over the rows: each kind of suppression is a small table, one reason per
+    # identifier, joined by hash.
+    by_kind = {
+        kind: f"""LEFT JOIN (SELECT identifier, min(reason) AS reason FROM {SUPPRESSIONS_TABLE}
+            WHERE identifier_type = '{kind}' GROUP BY identifier) AS sup_{kind}
+            ON sup_{kind}.identifier = {ref}"""
+        for kind, ref in (
+            ("profile_id", "s.profile_id"),
+            ("email", "p._email"),
+            ("phone", "p._phone"),
+        )
+    }
+    # least() skips NULLs on both engines: the first reason among the kinds that hit.
+    suppressed = "least(" + ", ".join(f"sup_{kind}.reason" for kind in by_kind) + ")"
+    session.execute(f"DELETE FROM {held} WHERE stage = 'excluded'")
     session.execute(
-        f"""CREATE TABLE {table} AS
-        WITH v AS (SELECT * FROM {val} WHERE _invalid IS NULL),
-        hits AS (
-            SELECT v.profile_id, s.reason FROM v JOIN {SUPPRESSIONS_TABLE} AS s
-              ON s.identifier_type = 'profile_id' AND s.identifier = v.profile_id
-            UNION ALL
-            SELECT v.profile_id, s.reason FROM v JOIN {SUPPRESSIONS_TABLE} AS s
-              ON s.identifier_type = 'email' AND s.identifier = v._email
-            UNION ALL
-            SELECT v.profile_id, s.reason FROM v JOIN {SUPPRESSIONS_TABLE} AS s
-              ON s.identifier_type = 'phone' AND s.identifier = v._phone),
-        sup AS (SELECT profile_id, min(reason) AS reason FROM hits GROUP BY profile_id)
-        SELECT v.*, CASE
-            WHEN sup.reason IS NOT NULL THEN 'suppressed:' || sup.reason
-            {no_consent}
-          END AS _excluded
-        FROM v
-        LEFT JOIN sup ON sup.profile_id = v.profile_id
-        {consent_join}""",
+        f"""INSERT INTO {held} (stage, _row, profile_id, key, reason)
+        SELECT 'excluded', _row, profile_id, _key, _excluded FROM (
+            SELECT s._row, s.profile_id, p._key, CASE
+                WHEN {suppressed} IS NOT NULL THEN 'suppressed:' || {suppressed}
+                {no_consent}
+              END AS _excluded
+            FROM {rows}
+            {" ".join(by_kind.values())}
+            {consent_join}
+            WHERE {eligible_rows(run)}) AS x
+        WHERE _excluded IS NOT NULL""",
         (purpose,) if purpose else (),
     )
-    record_outcomes(session, run, "excluded", table, "_excluded")
-    rows = session.fetchall(f"SELECT _excluded, count(*) FROM {table} GROUP BY 1")
-    excluded = {str(r): int(n) for r, n in rows if r is not None}
-    eligible = sum(int(n) for r, n in rows if r is None)
+    record_outcomes(session, run, "excluded")
+    excluded = held_by_reason(session, run, "excluded")
+    held_rows = session.fetchone(f"SELECT count(*) FROM {held}")
+    eligible = snapshot_rows(session, run) - (int(held_rows[0]) if held_rows else 0)
     return ConsentResult(eligible=eligible, excluded=excluded)

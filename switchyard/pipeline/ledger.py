@@ -8,7 +8,8 @@ from switchyard.pipeline.state import drop_run_tables, ensure_schema
 from switchyard.runs import ReportInput, RunReport
 from switchyard.warehouse.base import Session
 
-WORKING_TABLES = ("snap", "val", "elig", "chg")
+# val and elig: the tables of runs planned before held rows replaced them.
+WORKING_TABLES = ("snap", "held", "chg", "val", "elig")
 # Per-row explanations and per-batch checkpoints (which worker sent what) are kept for this
 # many recent runs of each sync.
 OUTCOME_RUNS_KEPT = 20

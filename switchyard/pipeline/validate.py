@@ -4,141 +4,96 @@ A row is invalid (quarantined, with a reason) when its identifier is missing or 
 when a required field is missing or malformed, or when another row has the same key.
 An optional field that fails its check is dropped from the row, not sent, and counted.
 Gates then stop the run before anything is sent if too much is wrong.
+
+A row's own checks were made when it was prepared (see `prepared`); duplicate keys depend
+on the other rows, so they are found here, each run: grouping finds the few keys that
+repeat, and only their rows are ranked. Rows held back, here and by consent, go to the
+run's `held_<run>` table (stage, row, profile, key, reason), small next to the snapshot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from switchyard.catalog.models import FieldMapping, SyncPlan, TraitType
+from switchyard.catalog.models import SyncPlan
 from switchyard.errors import GateFailedError
-from switchyard.pipeline.expressions import is_valid, normalised, problem_label, quote
-from switchyard.pipeline.snapshot import SUPPRESSION_COLUMNS
+from switchyard.pipeline import prepared
+from switchyard.pipeline.expressions import problem_label, quote
+from switchyard.pipeline.fields import Column, sent_columns
 from switchyard.pipeline.state import run_table
 from switchyard.runs import RunRef, ValidationResult
 from switchyard.warehouse.base import Session
 
 
-@dataclass(frozen=True)
-class Column:
-    """One sent field in the working tables: `f{index}` holds its normalised value."""
-
-    index: int
-    mapping: FieldMapping
-
-    @property
-    def name(self) -> str:
-        return f"f{self.index}"
-
-
-def sent_columns(plan: SyncPlan) -> list[Column]:
-    return [Column(i, m) for i, m in enumerate(plan.contract.sent_fields)]
-
-
-def _invalid_reason(session: Session, plan: SyncPlan, columns: list[Column]) -> str:
-    dialect = session.dialect
-    ident = plan.contract.identifier
-    cases = [
-        f"WHEN n._key IS NULL THEN 'missing_identifier:{ident.name}'",
-        f"WHEN NOT ({is_valid(dialect, 'n._key', ident.type, None)}) "
-        f"THEN '{problem_label(ident.type, None)}:{ident.name}'",
-    ]
-    for column in columns:
-        if not column.mapping.required:
-            continue
-        ref, mapping = f"n.{column.name}", column.mapping
-        cases.append(f"WHEN {ref} IS NULL THEN 'missing_required:{mapping.name}'")
-        check = is_valid(dialect, ref, mapping.type, mapping.max_length)
-        label = problem_label(mapping.type, mapping.max_length)
-        cases.append(f"WHEN NOT ({check}) THEN '{label}:{mapping.name}'")
-    return "CASE " + " ".join(cases) + " END"
-
-
-def _kept_value(session: Session, column: Column) -> str:
-    """The field's value if it passes its check; optional fields that fail become NULL."""
-    ref, mapping = f"n.{column.name}", column.mapping
-    if mapping.required:
-        return ref
-    check = is_valid(session.dialect, ref, mapping.type, mapping.max_length)
-    return f"CASE WHEN {ref} IS NOT NULL AND ({check}) THEN {ref} END"
-
-
 def validate_snapshot(session: Session, run: RunRef, plan: SyncPlan) -> ValidationResult:
-    dialect, contract = session.dialect, plan.contract
-    snap, table = run_table(run, "snap"), run_table(run, "val")
-    columns = sent_columns(plan)
-    snap_columns = set(session.columns(f"SELECT * FROM {snap}"))
-    region = contract.default_phone_region
-
-    normalise = [
-        "profile_id",
-        f"{normalised(dialect, contract.identifier.source, contract.identifier.type, region)}"
-        " AS _key",
-        *(
-            f"{normalised(dialect, c.mapping.source, c.mapping.type, region)} AS {c.name}"
-            for c in columns
-        ),
-        *(
-            f"{normalised(dialect, name, TraitType(name), region)} AS _{name}"
-            if name in snap_columns
-            else f"CAST(NULL AS VARCHAR) AS _{name}"
-            for name in SUPPRESSION_COLUMNS
-        ),
-    ]
-    checked = [
-        "n.profile_id",
-        "n._key",
-        *(f"{_kept_value(session, c)} AS {c.name}" for c in columns),
-        *(f"n.{c.name} AS raw_{c.name}" for c in columns if not c.mapping.required),
-        *(f"n._{name}" for name in SUPPRESSION_COLUMNS),
-        f"{_invalid_reason(session, plan, columns)} AS _reason",
-    ]
-    session.execute(f"DROP TABLE IF EXISTS {table}")
-    # MATERIALIZED: normalise each row once. Postgres would otherwise inline `n` and evaluate
-    # a normalisation (several regexes for a phone) again at every reference to it.
+    snap, held = run_table(run, "snap"), run_table(run, "held")
+    rows = prepared.prepared_for(session, run, plan).rows(snap)
+    session.execute(f"DROP TABLE IF EXISTS {held}")
     session.execute(
-        f"""CREATE TABLE {table} AS
-        WITH n AS MATERIALIZED (SELECT {", ".join(normalise)} FROM {snap}),
-        c AS (SELECT {", ".join(checked)} FROM n)
-        SELECT c.*,
-          CASE WHEN _reason IS NOT NULL THEN _reason
-               WHEN row_number() OVER (
-                   PARTITION BY _key, _reason IS NULL ORDER BY profile_id) > 1
-               THEN 'duplicate_key' END AS _invalid
-        FROM c"""
+        f"""CREATE TABLE {held} AS
+        WITH v AS (SELECT s._row, s.profile_id, p._key, p._reason FROM {rows}),
+        repeated AS (
+            SELECT _key FROM v WHERE _reason IS NULL GROUP BY _key HAVING count(*) > 1),
+        ranked AS (
+            SELECT v._row, v.profile_id, v._key,
+                   row_number() OVER (PARTITION BY v._key ORDER BY v.profile_id, v._row) AS n
+            FROM v JOIN repeated AS r ON r._key = v._key
+            WHERE v._reason IS NULL)
+        SELECT CAST('invalid' AS VARCHAR) AS stage, _row, profile_id, _key AS key,
+               _reason AS reason
+        FROM v WHERE _reason IS NOT NULL
+        UNION ALL
+        SELECT 'invalid', _row, profile_id, _key, 'duplicate_key' FROM ranked WHERE n > 1"""
     )
-    record_outcomes(session, run, "invalid", table, "_invalid")
+    record_outcomes(session, run, "invalid")
+    invalid = held_by_reason(session, run, "invalid")
     result = ValidationResult(
-        valid=_count(session, f"SELECT count(*) FROM {table} WHERE _invalid IS NULL"),
-        invalid=_by_reason(session, table, "_invalid"),
-        fields_dropped=_dropped_fields(session, table, columns),
+        valid=snapshot_rows(session, run) - sum(invalid.values()),
+        invalid=invalid,
+        fields_dropped=_dropped_fields(session, run, rows, sent_columns(plan)),
     )
     _check_gates(plan, result)
     return result
 
 
-def record_outcomes(session: Session, run: RunRef, stage: str, table: str, column: str) -> None:
+def record_outcomes(session: Session, run: RunRef, stage: str) -> None:
     """Keep why each row was held back, per run; idempotent so a retried step is safe."""
     session.execute(
         "DELETE FROM switchyard.row_outcomes WHERE run_id = ? AND stage = ?", (run.run_id, stage)
     )
     session.execute(
         f"""INSERT INTO switchyard.row_outcomes
-        SELECT ?, ?, ?, _key, profile_id, {column}
-        FROM {table} WHERE {column} IS NOT NULL""",
+        SELECT ?, ?, stage, key, profile_id, reason FROM {run_table(run, "held")}
+        WHERE stage = ?""",
         (run.run_id, run.sync, stage),
     )
 
 
-def _dropped_fields(session: Session, table: str, columns: list[Column]) -> dict[str, int]:
+def held_by_reason(session: Session, run: RunRef, stage: str) -> dict[str, int]:
+    rows = session.fetchall(
+        f"SELECT reason, count(*) FROM {run_table(run, 'held')} WHERE stage = ? GROUP BY 1",
+        (stage,),
+    )
+    return {str(reason): int(n) for reason, n in rows}
+
+
+def snapshot_rows(session: Session, run: RunRef) -> int:
+    row = session.fetchone(f"SELECT count(*) FROM {run_table(run, 'snap')}")
+    return int(row[0]) if row else 0
+
+
+def eligible_rows(run: RunRef) -> str:
+    """A WHERE clause over `prepared.rows`: the rows no step has held back."""
+    return f"""p._reason IS NULL AND NOT EXISTS (
+        SELECT 1 FROM {run_table(run, "held")} AS h WHERE h._row = s._row)"""
+
+
+def _dropped_fields(
+    session: Session, run: RunRef, rows: str, columns: list[Column]
+) -> dict[str, int]:
     optional = [c for c in columns if not c.mapping.required]
     if not optional:
         return {}
-    sums = ", ".join(
-        f"sum(CASE WHEN raw_{c.name} IS NOT NULL AND {c.name} IS NULL THEN 1 ELSE 0 END)"
-        for c in optional
-    )
-    row = session.fetchone(f"SELECT {sums} FROM {table} WHERE _invalid IS NULL")
+    sums = ", ".join(f"sum(CASE WHEN p.d{c.index} THEN 1 ELSE 0 END)" for c in optional)
+    row = session.fetchone(f"SELECT {sums} FROM {rows} WHERE {eligible_rows(run)}")
     counts: dict[str, int] = {}
     for column, value in zip(optional, row or (), strict=False):
         if value:
@@ -171,16 +126,13 @@ def _check_gates(plan: SyncPlan, result: ValidationResult) -> None:
         )
 
 
-def _count(session: Session, sql: str) -> int:
-    row = session.fetchone(sql)
-    return int(row[0]) if row else 0
-
-
-def _by_reason(session: Session, table: str, column: str) -> dict[str, int]:
-    rows = session.fetchall(
-        f"SELECT {column}, count(*) FROM {table} WHERE {column} IS NOT NULL GROUP BY 1"
-    )
-    return {str(reason): int(n) for reason, n in rows}
-
-
-__all__ = ["Column", "quote", "record_outcomes", "sent_columns", "validate_snapshot"]
+__all__ = [
+    "Column",
+    "eligible_rows",
+    "held_by_reason",
+    "quote",
+    "record_outcomes",
+    "sent_columns",
+    "snapshot_rows",
+    "validate_snapshot",
+]

@@ -42,6 +42,11 @@ class Dialect(Protocol):
 
     def iso_date(self, expr: str) -> str: ...
 
+    def row_hash(self, exprs: Sequence[str]) -> str:
+        """SQL for a cheap 64-bit hash of several values (NULLs included), for telling
+        whether a row changed; not for security, and compared together with a key."""
+        ...
+
 
 class Session(Protocol):
     dialect: Dialect

@@ -63,6 +63,9 @@ class DuckDBDialect:
     def iso_date(self, expr: str) -> str:
         return f"strftime(CAST({expr} AS DATE), '%Y-%m-%d')"
 
+    def row_hash(self, exprs: Sequence[str]) -> str:
+        return f"hash({', '.join(exprs)})"
+
 
 class DuckDBSession:
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:

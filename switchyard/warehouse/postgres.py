@@ -74,6 +74,10 @@ class PostgresDialect:
     def iso_date(self, expr: str) -> str:
         return f"to_char(CAST({expr} AS DATE), 'YYYY-MM-DD')"
 
+    def row_hash(self, exprs: Sequence[str]) -> str:
+        # A row's text form tells NULL from '' (`(,"")`); sessions run in UTC, so it is stable.
+        return f"hashtextextended(ROW({', '.join(exprs)})::text, 0)"
+
 
 # Quoted text and comments, where `?` is not a placeholder; or a `?`; or a `%`.
 _TOKENS = re.compile(
