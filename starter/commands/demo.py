@@ -24,6 +24,7 @@ from starter.client import connect
 from starter.runs import RunFailed, start_sync, summary_table, ui_link, wait_for_result
 from starter.stack import StackError, embedded_stack
 from switchyard.catalog.loader import load_catalog
+from switchyard.catalog.models import Destination
 from switchyard.destinations.file_export.spec import FileExportConfig
 from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.sampledata import mutate_duckdb, seed_duckdb
@@ -45,7 +46,9 @@ def demo(
         shutil.rmtree(state_dir)
     settings = Settings(state_dir=state_dir, warehouse="")
     # The example file export writes here; the worker inherits it.
-    os.environ["SWITCHYARD_EXPORT_DIR"] = str((state_dir / "exports").resolve())
+    exports = state_dir / "exports"
+    exports.mkdir(parents=True)
+    os.environ["SWITCHYARD_EXPORT_DIR"] = str(exports.resolve())
     started = time.monotonic()
     console.rule("1. seed the warehouse")
     summary = seed_duckdb(Path(settings.warehouse_url), profiles)
@@ -106,7 +109,7 @@ async def _verify(settings: Settings, syncs: list[str]) -> bool:
                     "SELECT count(*) FROM switchyard.delivered WHERE sync_id = ?", (sync,)
                 )
             delivered = int(row[0]) if row else 0
-            held, where = await _held(http, destination.config, sync)
+            held, where = await _held(http, destination, sync)
             same = held == delivered
             ok &= same
             mark = "[green]match[/green]" if same else "[red]MISMATCH[/red]"
@@ -116,16 +119,25 @@ async def _verify(settings: Settings, syncs: list[str]) -> bool:
     return ok
 
 
-async def _held(http: httpx.AsyncClient, config: object, sync: str) -> tuple[int, str]:
+async def _held(http: httpx.AsyncClient, destination: Destination, sync: str) -> tuple[int, str]:
     """How many records the destination holds for this sync, and where that was read."""
+    config = destination.config
     if isinstance(config, WebhookConfig):
         hook = config.url.rstrip("/").rsplit("/", 1)[1]
         held = (await http.get(f"/_sim/hooks/{hook}/records", params={"keys_only": 1})).json()
         return int(held["count"]), f"webhook /hooks/{hook}"
     if isinstance(config, FileExportConfig) and config.directory:
         return _exported(Path(config.directory) / sync), f"{config.directory}/{sync}"
-    kind = getattr(config, "kind", "")
+    kind = destination.kind
     held = (await http.get(f"/{kind}/_sim/records")).json()
+    if kind == "braze":
+        # Braze keeps a user who leaves and unsets the synced attributes: a user is in the
+        # sync while it holds the contract's required ones.
+        required = [m.name for m in destination.contract.sent_fields if m.required]
+        members = [
+            r for r in held["records"].values() if all(r.get(n) is not None for n in required)
+        ]
+        return len(members), "braze simulator (users holding the synced attributes)"
     return int(held["count"]), f"{kind} simulator"
 
 
