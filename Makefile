@@ -37,6 +37,7 @@ lint: install
 bench: install
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c requirements.txt
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.vendor_rate --json bench/results.json
 
 dev: install
 	$(BIN)/switchyard dev
