@@ -55,7 +55,14 @@ def at(problem: Problem, root: Path, name: str, line: int | None, location: str)
 def test_example_catalog_loads() -> None:
     catalog = load_catalog(EXAMPLE, env={})
     assert (len(catalog.traits), len(catalog.audiences)) == (17, 2)
-    assert (len(catalog.destinations), len(catalog.syncs)) == (2, 2)
+    assert (len(catalog.destinations), len(catalog.syncs)) == (6, 6)
+    assert {d.kind for d in catalog.destinations.values()} == {
+        "webhook",
+        "hubspot",
+        "braze",
+        "meta",
+        "file_export",
+    }
     crm = catalog.destinations["crm_webhook"]
     assert crm.config.url == "http://127.0.0.1:8787/hooks/crm"
     assert crm.contract.freshness_sla == timedelta(hours=6)
@@ -413,7 +420,7 @@ runner = CliRunner()
 def test_cli_validate_example() -> None:
     result = runner.invoke(app, ["validate", str(EXAMPLE)])
     assert result.exit_code == 0, result.output
-    assert "17 traits, 2 audiences, 2 destinations, 2 syncs" in result.output
+    assert "17 traits, 2 audiences, 6 destinations, 6 syncs" in result.output
 
 
 def test_cli_validate_defaults_to_settings(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
