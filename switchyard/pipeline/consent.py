@@ -10,10 +10,11 @@ from __future__ import annotations
 from switchyard.catalog.models import SyncPlan
 from switchyard.errors import MissingSourceTableError
 from switchyard.pipeline import prepared
-from switchyard.pipeline.state import run_table
+from switchyard.pipeline.state import planning, run_table
 from switchyard.pipeline.validate import (
     eligible_rows,
     held_by_reason,
+    held_rows,
     record_outcomes,
     snapshot_rows,
 )
@@ -46,11 +47,11 @@ def filter_consent(session: Session, run: RunRef, plan: SyncPlan) -> ConsentResu
             CONSENTS_TABLE,
             f"contract v{plan.contract.version} needs for purpose {purpose!r}",
         )
-    snap, held = run_table(run, "snap"), run_table(run, "held")
-    rows = prepared.prepared_for(session, run, plan).rows(snap)
+    held = run_table(run, "held")
+    prep = prepared.prepared_for(session, run, plan).table
     consent_join = (
         f"""LEFT JOIN (SELECT DISTINCT profile_id FROM {CONSENTS_TABLE}
-                       WHERE purpose = ? AND granted) AS con ON con.profile_id = s.profile_id"""
+                       WHERE purpose = ? AND granted) AS con ON con.profile_id = p.profile_id"""
         if purpose
         else ""
     )
@@ -62,30 +63,30 @@ def filter_consent(session: Session, run: RunRef, plan: SyncPlan) -> ConsentResu
             WHERE identifier_type = '{kind}' GROUP BY identifier) AS sup_{kind}
             ON sup_{kind}.identifier = {ref}"""
         for kind, ref in (
-            ("profile_id", "s.profile_id"),
+            ("profile_id", "p.profile_id"),
             ("email", "p._email"),
             ("phone", "p._phone"),
         )
     }
     # least() skips NULLs on both engines: the first reason among the kinds that hit.
     suppressed = "least(" + ", ".join(f"sup_{kind}.reason" for kind in by_kind) + ")"
-    session.execute(f"DELETE FROM {held} WHERE stage = 'excluded'")
-    session.execute(
-        f"""INSERT INTO {held} (stage, _row, profile_id, key, reason)
-        SELECT 'excluded', _row, profile_id, _key, _excluded FROM (
-            SELECT s._row, s.profile_id, p._key, CASE
-                WHEN {suppressed} IS NOT NULL THEN 'suppressed:' || {suppressed}
-                {no_consent}
-              END AS _excluded
-            FROM {rows}
-            {" ".join(by_kind.values())}
-            {consent_join}
-            WHERE {eligible_rows(run)}) AS x
-        WHERE _excluded IS NOT NULL""",
-        (purpose,) if purpose else (),
-    )
-    record_outcomes(session, run, "excluded")
-    excluded = held_by_reason(session, run, "excluded")
-    held_rows = session.fetchone(f"SELECT count(*) FROM {held}")
-    eligible = snapshot_rows(session, run) - (int(held_rows[0]) if held_rows else 0)
+    with planning(session):
+        session.execute(f"DELETE FROM {held} WHERE stage = 'excluded'")
+        session.execute(
+            f"""INSERT INTO {held} (stage, profile_id, _raw, key, reason, copies, extra)
+            SELECT 'excluded', profile_id, _raw, _key, _excluded, 1, FALSE FROM (
+                SELECT p.profile_id, p._raw, p._key, CASE
+                    WHEN {suppressed} IS NOT NULL THEN 'suppressed:' || {suppressed}
+                    {no_consent}
+                  END AS _excluded
+                FROM {prep} AS p
+                {" ".join(by_kind.values())}
+                {consent_join}
+                WHERE {eligible_rows(run)}) AS x
+            WHERE _excluded IS NOT NULL""",
+            (purpose,) if purpose else (),
+        )
+        record_outcomes(session, run, "excluded")
+        excluded = held_by_reason(session, run, "excluded")
+        eligible = snapshot_rows(session, run, prep) - held_rows(session, run)
     return ConsentResult(eligible=eligible, excluded=excluded)

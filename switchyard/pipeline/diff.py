@@ -16,8 +16,8 @@ from __future__ import annotations
 from switchyard.catalog.models import SyncMode, SyncPlan
 from switchyard.pipeline import prepared
 from switchyard.pipeline.fields import sent_columns
-from switchyard.pipeline.state import run_table
-from switchyard.pipeline.validate import eligible_rows, snapshot_rows
+from switchyard.pipeline.state import planning, run_table
+from switchyard.pipeline.validate import eligible_rows, held_rows, snapshot_rows
 from switchyard.runs import ChangePlan, PlanInput
 from switchyard.warehouse.base import Session
 
@@ -32,47 +32,49 @@ def _payload_sql(session: Session, plan: SyncPlan) -> str:
 def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
     run, plan = request.run, request.plan
     contract = plan.contract
-    snap, held, table = run_table(run, "snap"), run_table(run, "held"), run_table(run, "chg")
-    prep = prepared.prepared_for(session, run, plan)
+    held, table = run_table(run, "held"), run_table(run, "chg")
+    prep = prepared.prepared_for(session, run, plan).table
     leaver_op = "remove" if contract.sync_mode is SyncMode.MIRROR else "forget"
     changed = "TRUE" if request.full_resync else "p.key IS NULL OR p.hash <> c.hash"
     chunk, batch = request.chunk_size, min(contract.batch_size, request.chunk_size)
-    session.execute(f"DROP TABLE IF EXISTS {table}")
-    session.execute(
-        f"""CREATE TABLE {table} AS
-        WITH cur AS MATERIALIZED (
-            SELECT p._key AS key, p.hash, s.profile_id, s._raw FROM {prep.rows(snap)}
-            WHERE {eligible_rows(run)}),
-        prev AS (SELECT key, hash FROM switchyard.delivered WHERE sync_id = ?),
-        excluded AS (SELECT DISTINCT key FROM {held} WHERE stage = 'excluded'),
-        changes AS (
-            SELECT c.key, 'upsert' AS op,
-                   CASE WHEN p.key IS NULL THEN 'add' ELSE 'change' END AS kind,
-                   c.hash, c.profile_id, c._raw
-            FROM cur AS c LEFT JOIN prev AS p ON p.key = c.key
-            WHERE {changed}
-            UNION ALL
-            SELECT p.key,
-                   CASE WHEN h.key IS NOT NULL THEN 'remove' ELSE '{leaver_op}' END AS op,
-                   'leave' AS kind, CAST(NULL AS VARCHAR) AS hash, NULL, NULL
-            FROM prev AS p
-            LEFT JOIN excluded AS h ON h.key = p.key
-            WHERE NOT EXISTS (SELECT 1 FROM cur AS c WHERE c.key = p.key)),
-        numbered AS (
-            SELECT *, row_number() OVER (PARTITION BY op = 'forget' ORDER BY op DESC, key) - 1
-                AS n
-            FROM changes)
-        SELECT c.key, c.op, c.kind, c.hash,
-               CASE WHEN c.op = 'upsert' THEN {_payload_sql(session, plan)} END AS fields,
-               CASE WHEN c.op <> 'forget' THEN c.n END AS seq,
-               CASE WHEN c.op <> 'forget' THEN CAST(floor(c.n / {chunk}) AS INTEGER) END AS chunk,
-               CASE WHEN c.op <> 'forget'
-                    THEN CAST(floor((c.n % {chunk}) / {batch}) AS INTEGER) END AS batch
-        FROM numbered AS c
-        LEFT JOIN {prep.table} AS e ON e.profile_id = c.profile_id AND e._raw = c._raw
-        ORDER BY seq""",
-        (run.sync,),
-    )
+    with planning(session):
+        session.execute(f"DROP TABLE IF EXISTS {table}")
+        session.execute(
+            f"""CREATE TABLE {table} AS
+            WITH cur AS MATERIALIZED (
+                SELECT p._key AS key, p.hash, p.profile_id, p._raw FROM {prep} AS p
+                WHERE {eligible_rows(run)}),
+            prev AS (SELECT key, hash FROM switchyard.delivered WHERE sync_id = ?),
+            excluded AS (SELECT DISTINCT key FROM {held} WHERE stage = 'excluded'),
+            changes AS (
+                SELECT c.key, 'upsert' AS op,
+                       CASE WHEN p.key IS NULL THEN 'add' ELSE 'change' END AS kind,
+                       c.hash, c.profile_id, c._raw
+                FROM cur AS c LEFT JOIN prev AS p ON p.key = c.key
+                WHERE {changed}
+                UNION ALL
+                SELECT p.key,
+                       CASE WHEN h.key IS NOT NULL THEN 'remove' ELSE '{leaver_op}' END AS op,
+                       'leave' AS kind, CAST(NULL AS VARCHAR) AS hash, NULL, NULL
+                FROM prev AS p
+                LEFT JOIN excluded AS h ON h.key = p.key
+                WHERE NOT EXISTS (SELECT 1 FROM cur AS c WHERE c.key = p.key)),
+            numbered AS (
+                SELECT *, row_number() OVER (PARTITION BY op = 'forget' ORDER BY op DESC, key) - 1
+                    AS n
+                FROM changes)
+            SELECT c.key, c.op, c.kind, c.hash,
+                   CASE WHEN c.op = 'upsert' THEN {_payload_sql(session, plan)} END AS fields,
+                   CASE WHEN c.op <> 'forget' THEN c.n END AS seq,
+                   CASE WHEN c.op <> 'forget'
+                        THEN CAST(floor(c.n / {chunk}) AS INTEGER) END AS chunk,
+                   CASE WHEN c.op <> 'forget'
+                        THEN CAST(floor((c.n % {chunk}) / {batch}) AS INTEGER) END AS batch
+            FROM numbered AS c
+            LEFT JOIN {prep} AS e ON e.profile_id = c.profile_id AND e._raw = c._raw
+            ORDER BY seq""",
+            (run.sync,),
+        )
     if session.dialect.needs_indexes:
         # Each deliver activity reads one chunk, in order.
         session.execute(f"CREATE INDEX ON {table} (chunk, seq)")
@@ -82,8 +84,7 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
             FROM {table} GROUP BY 1"""
         )
     )
-    held_row = session.fetchone(f"SELECT count(*) FROM {held}")
-    eligible = snapshot_rows(session, run) - (int(held_row[0]) if held_row else 0)
+    eligible = snapshot_rows(session, run, prep) - held_rows(session, run)
     added, changed_n = int(counts.get("add", 0)), int(counts.get("change", 0))
     removed, forgotten = int(counts.get("remove", 0)), int(counts.get("forget", 0))
     to_send = added + changed_n + removed

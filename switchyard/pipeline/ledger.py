@@ -9,7 +9,7 @@ from switchyard.runs import ReportInput, RunReport
 from switchyard.warehouse.base import Session
 
 # val and elig: the tables of runs planned before held rows replaced them.
-WORKING_TABLES = ("snap", "held", "chg", "val", "elig")
+WORKING_TABLES = ("snap", "twins", "held", "chg", "val", "elig")
 # Per-row explanations and per-batch checkpoints (which worker sent what) are kept for this
 # many recent runs of each sync.
 OUTCOME_RUNS_KEPT = 20

@@ -1,5 +1,5 @@
 """The sync's prepared rows: each audience row normalised, checked and hashed once, then
-reused for as long as its raw values stay the same.
+reused for as long as its raw values stay the same; after fetch, the run's snapshot.
 
 Normalising (regexes over emails and phones), checking and rendering payloads are most of
 planning's cost, and they depend only on a row's raw values and the contract. So each sync
@@ -8,7 +8,8 @@ profile_id and a hash of the row's raw values (`_raw`), the normalised sent fiel
 (`f<i>`), which optional fields failed their check and were dropped (`d<i>`), the
 normalised suppression identifiers, the row's own invalid reason and its payload hash. A run
 prepares only the rows whose raw values it has not seen (all of them the first time, about
-as many as changed afterwards) and forgets the rows that left.
+as many as changed afterwards) and forgets the rows that left; the later steps read it
+directly (one run per sync at a time: the workflow id is the sync's).
 
 The fingerprint hashes the SQL that fills the table and the snapshot's column types, so a
 change of contract (fields, types, version), of normalisation code or of the audience's
@@ -44,19 +45,13 @@ class Prepared:
     table: str
     select: str  # the prepared rows of the snapshot rows in SOURCE
 
-    def rows(self, snap: str) -> str:
-        """A FROM item: every snapshot row (`s`) with its prepared row (`p`)."""
-        return (
-            f"{snap} AS s JOIN {self.table} AS p ON p.profile_id = s.profile_id AND p._raw = s._raw"
-        )
-
 
 def raw_hash(session: Session, columns: list[str]) -> str:
     return session.dialect.row_hash([f"q.{quote(c)}" for c in columns])
 
 
 def prepared_for(session: Session, run: RunRef, plan: SyncPlan) -> Prepared:
-    """The sync's prepared table for the run's snapshot (or its empty probe)."""
+    """The sync's prepared table for the run's snapshot."""
     types = snapshot_types(session, run)
     select = _prepare_sql(session, plan, {name for name, _ in types})
     fingerprint = hashlib.sha1(
@@ -91,7 +86,7 @@ def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
         if name != current:
             session.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{name}")
     if current not in {name for (name,) in rows}:
-        # Typed by the probe: `snap_<run>` holds the raw columns, none of the rows yet.
+        # Typed by the snapshot's shape: `snap_<run>` has its raw columns and no rows.
         probe = run_table(run, "snap")
         columns = [name for name, _ in snapshot_types(session, run)]
         empty = f"(SELECT q.*, {raw_hash(session, columns)} AS _raw FROM {probe} AS q LIMIT 0)"
@@ -99,17 +94,28 @@ def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
         session.execute(f"CREATE TABLE {prepared.table} AS {empty}")
 
 
-def refresh(session: Session, run: RunRef, prepared: Prepared) -> None:
-    """Prepare the snapshot rows not seen before (`_new`) and forget the rows that left."""
-    snap = run_table(run, "snap")
-    # Identical audience rows are prepared once.
-    new = f"""(SELECT * FROM {snap} WHERE _new AND _row IN (
-        SELECT min(_row) FROM {snap} WHERE _new GROUP BY profile_id, _raw))"""
-    session.execute(f"INSERT INTO {prepared.table} {prepared.select.replace(SOURCE, new)}")
+def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> None:
+    """Make the table hold exactly the rows of `audience` (raw values and `_raw`): forget
+    the rows that left, prepare the rows not seen before. Identical rows are prepared once;
+    `twins` counts their extra copies."""
+    table = prepared.table
     session.execute(
-        f"""DELETE FROM {prepared.table} AS p WHERE NOT EXISTS (
-            SELECT 1 FROM {snap} AS s WHERE s.profile_id = p.profile_id AND s._raw = p._raw)"""
+        f"""DELETE FROM {table} AS p WHERE NOT EXISTS (
+            SELECT 1 FROM {audience} AS a WHERE a.profile_id = p.profile_id AND a._raw = p._raw)"""
     )
+    new = f"""(SELECT * FROM {audience} AS a WHERE NOT EXISTS (
+        SELECT 1 FROM {table} AS p WHERE p.profile_id = a.profile_id AND p._raw = a._raw))"""
+    if _count(session, f"SELECT count(*) FROM {twins}"):
+        new = f"(SELECT DISTINCT * FROM {new} AS a)"
+    session.execute(f"INSERT INTO {table} {prepared.select.replace(SOURCE, new)}")
+    if session.dialect.name == "postgres":
+        # Fresh statistics, so joins with the table are planned for its real size.
+        session.execute(f"ANALYZE {table}")
+
+
+def _count(session: Session, sql: str) -> int:
+    row = session.fetchone(sql)
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _prefix(run: RunRef) -> str:

@@ -1,10 +1,10 @@
 """fetch: run the audience query and materialise the run's snapshot in the warehouse.
 
-The snapshot `snap_<run>` keeps, for every row the audience returned, its profile_id and a
-hash of its raw values (`_raw`); only rows the sync's prepared table has not seen (`_new`)
-keep their raw values too, and fetch prepares them at once (see `prepared`). Later steps
-read each row's normalised values from the prepared table, so a run with few changes
-normalises few rows and writes no wide table.
+The audience's rows, with a hash of their raw values (`_raw`), go to a temporary table for
+the length of the step; the sync's prepared table (see `prepared`) is brought in line with
+them, preparing only the rows it has not seen, and then holds the run's snapshot. The run's
+own tables stay small: `snap_<run>` records the snapshot's columns (no rows) and
+`twins_<run>` the extra copies of rows the audience returned more than once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from switchyard.errors import AudienceQueryError, ContractMismatchError
 from switchyard.pipeline import prepared
 from switchyard.pipeline.expressions import quote
 from switchyard.pipeline.prepared import SUPPRESSION_COLUMNS
-from switchyard.pipeline.state import ensure_schema, run_table
+from switchyard.pipeline.state import ensure_schema, more_working_memory, run_table
 from switchyard.runs import RunRef, SnapshotResult
 from switchyard.warehouse.base import Session, WarehouseError
 
@@ -49,39 +49,37 @@ def snapshot_audience(session: Session, run: RunRef, plan: SyncPlan) -> Snapshot
             f"warehouse: {error}"
         ) from error
     columns = snapshot_columns(plan, available)
-    table = run_table(run, "snap")
+    snap, twins = run_table(run, "snap"), run_table(run, "twins")
+    audience = f"switchyard_audience_{run.tag}"  # temporary: this session only
     raw = ", ".join(f"q.{quote(c)}" for c in columns)
-    # An empty probe gives the columns' types, part of the prepared table's fingerprint.
-    _create(session, plan, table, f"SELECT {raw} FROM ({sql}) AS q LIMIT 0")
+    _create(session, plan, f"TABLE {snap}", f"SELECT {raw} FROM ({sql}) AS q LIMIT 0")
     prep = prepared.prepared_for(session, run, plan)
-    kept = ", ".join(
-        f"CASE WHEN p._raw IS NULL THEN q.{quote(c)} END AS {quote(c)}"
-        for c in columns
-        if c != "profile_id"
-    )
     # One snapshot per sync at a time touches its prepared table: a retried fetch attempt
     # may still be running on another worker.
     with session.exclusive(f"switchyard.prepared.{run.sync}"):
+        more_working_memory(session)
         prepared.ensure(session, run, prep)
         _create(
             session,
             plan,
-            table,
-            f"""SELECT row_number() OVER () AS _row, q.profile_id, q._raw,
-                p._raw IS NULL AS _new, {kept}
-            FROM (SELECT {raw}, {prepared.raw_hash(session, columns)} AS _raw
-                  FROM ({sql}) AS q) AS q
-            LEFT JOIN {prep.table} AS p ON p.profile_id = q.profile_id AND p._raw = q._raw""",
+            f"TEMPORARY TABLE {audience}",
+            f"SELECT {raw}, {prepared.raw_hash(session, columns)} AS _raw FROM ({sql}) AS q",
         )
-        prepared.refresh(session, run, prep)
-    row = session.fetchone(f"SELECT count(*) FROM {table}")
+        session.execute(f"DROP TABLE IF EXISTS {twins}")
+        session.execute(
+            f"""CREATE TABLE {twins} AS SELECT profile_id, _raw, count(*) - 1 AS extra
+            FROM {audience} GROUP BY profile_id, _raw HAVING count(*) > 1"""
+        )
+        prepared.refresh(session, prep, audience, twins)
+        row = session.fetchone(f"SELECT count(*) FROM {audience}")
+        session.execute(f"DROP TABLE {audience}")
     return SnapshotResult(rows=int(row[0]) if row else 0)
 
 
-def _create(session: Session, plan: SyncPlan, table: str, select: str) -> None:
-    session.execute(f"DROP TABLE IF EXISTS {table}")
+def _create(session: Session, plan: SyncPlan, kind_and_name: str, select: str) -> None:
+    session.execute(f"DROP TABLE IF EXISTS {kind_and_name.split()[-1]}")
     try:
-        session.execute(f"CREATE TABLE {table} AS {select}")
+        session.execute(f"CREATE {kind_and_name} AS {select}")
     except WarehouseError as error:
         raise AudienceQueryError(
             f"audience {plan.audience.name!r} v{plan.audience.version} failed in the "

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from switchyard.runs import RunRef
 from switchyard.warehouse.base import Session
 
@@ -100,6 +103,29 @@ def _current(session: Session) -> bool:
         (SCHEMA,),
     )
     return bool(row and row[0])
+
+
+# Postgres sizes each hash table and sort by work_mem (4MB by default): planning joins a
+# million rows with a million, which at 4MB spill to disk in dozens of batches.
+PLANNING_WORK_MEM = "128MB"
+
+
+def more_working_memory(session: Session) -> None:
+    """Let the current transaction's joins and sorts use more memory (Postgres)."""
+    if session.dialect.name == "postgres":
+        session.execute(f"SET LOCAL work_mem = '{PLANNING_WORK_MEM}'")
+
+
+@contextmanager
+def planning(session: Session) -> Iterator[None]:
+    """A planning step's statements: on Postgres in one transaction with more memory for
+    joins; on DuckDB as they are (it sizes its own memory)."""
+    if session.dialect.name != "postgres":
+        yield
+        return
+    with session.transaction():
+        more_working_memory(session)
+        yield
 
 
 def run_table(run: RunRef, stage: str) -> str:

@@ -8,7 +8,8 @@ Gates then stop the run before anything is sent if too much is wrong.
 A row's own checks were made when it was prepared (see `prepared`); duplicate keys depend
 on the other rows, so they are found here, each run: grouping finds the few keys that
 repeat, and only their rows are ranked. Rows held back, here and by consent, go to the
-run's `held_<run>` table (stage, row, profile, key, reason), small next to the snapshot.
+run's `held_<run>` table (stage, profile_id, _raw, key, reason, copies, extra), small next
+to the snapshot.
 """
 
 from __future__ import annotations
@@ -18,44 +19,51 @@ from switchyard.errors import GateFailedError
 from switchyard.pipeline import prepared
 from switchyard.pipeline.expressions import problem_label, quote
 from switchyard.pipeline.fields import Column, sent_columns
-from switchyard.pipeline.state import run_table
+from switchyard.pipeline.state import planning, run_table
 from switchyard.runs import RunRef, ValidationResult
 from switchyard.warehouse.base import Session
 
 
 def validate_snapshot(session: Session, run: RunRef, plan: SyncPlan) -> ValidationResult:
-    snap, held = run_table(run, "snap"), run_table(run, "held")
-    rows = prepared.prepared_for(session, run, plan).rows(snap)
-    session.execute(f"DROP TABLE IF EXISTS {held}")
-    session.execute(
-        f"""CREATE TABLE {held} AS
-        WITH v AS (SELECT s._row, s.profile_id, p._key, p._reason FROM {rows}),
-        repeated AS (
-            SELECT _key FROM v WHERE _reason IS NULL GROUP BY _key HAVING count(*) > 1),
-        ranked AS (
-            SELECT v._row, v.profile_id, v._key,
-                   row_number() OVER (PARTITION BY v._key ORDER BY v.profile_id, v._row) AS n
-            FROM v JOIN repeated AS r ON r._key = v._key
-            WHERE v._reason IS NULL)
-        SELECT CAST('invalid' AS VARCHAR) AS stage, _row, profile_id, _key AS key,
-               _reason AS reason
-        FROM v WHERE _reason IS NOT NULL
-        UNION ALL
-        SELECT 'invalid', _row, profile_id, _key, 'duplicate_key' FROM ranked WHERE n > 1"""
-    )
-    record_outcomes(session, run, "invalid")
-    invalid = held_by_reason(session, run, "invalid")
-    result = ValidationResult(
-        valid=snapshot_rows(session, run) - sum(invalid.values()),
-        invalid=invalid,
-        fields_dropped=_dropped_fields(session, run, rows, sent_columns(plan)),
-    )
+    held, twins = run_table(run, "held"), run_table(run, "twins")
+    prep = prepared.prepared_for(session, run, plan).table
+    with planning(session):
+        session.execute(f"DROP TABLE IF EXISTS {held}")
+        session.execute(
+            f"""CREATE TABLE {held} AS
+            WITH repeated AS (
+                SELECT _key FROM {prep} WHERE _reason IS NULL GROUP BY _key HAVING count(*) > 1),
+            ranked AS (
+                SELECT p.profile_id, p._raw, p._key, row_number() OVER (
+                    PARTITION BY p._key ORDER BY p.profile_id, p._raw) AS n
+                FROM {prep} AS p JOIN repeated AS r ON r._key = p._key
+                WHERE p._reason IS NULL)
+            SELECT CAST('invalid' AS VARCHAR) AS stage, profile_id, _raw, _key AS key,
+                   _reason AS reason, 1 AS copies, FALSE AS extra
+            FROM {prep} WHERE _reason IS NOT NULL
+            UNION ALL
+            SELECT 'invalid', profile_id, _raw, _key, 'duplicate_key', 1, FALSE
+            FROM ranked WHERE n > 1
+            UNION ALL
+            SELECT 'invalid', t.profile_id, t._raw, p._key, coalesce(p._reason, 'duplicate_key'),
+                   t.extra, TRUE
+            FROM {twins} AS t JOIN {prep} AS p ON p.profile_id = t.profile_id AND p._raw = t._raw"""
+        )
+        record_outcomes(session, run, "invalid")
+        invalid = held_by_reason(session, run, "invalid")
+        result = ValidationResult(
+            valid=snapshot_rows(session, run, prep) - sum(invalid.values()),
+            invalid=invalid,
+            fields_dropped=_dropped_fields(session, run, prep, sent_columns(plan)),
+        )
     _check_gates(plan, result)
     return result
 
 
 def record_outcomes(session: Session, run: RunRef, stage: str) -> None:
-    """Keep why each row was held back, per run; idempotent so a retried step is safe."""
+    """Keep why each row was held back, per run; idempotent so a retried step is safe.
+
+    Extra copies of an identical row share one outcome row."""
     session.execute(
         "DELETE FROM switchyard.row_outcomes WHERE run_id = ? AND stage = ?", (run.run_id, stage)
     )
@@ -69,31 +77,41 @@ def record_outcomes(session: Session, run: RunRef, stage: str) -> None:
 
 def held_by_reason(session: Session, run: RunRef, stage: str) -> dict[str, int]:
     rows = session.fetchall(
-        f"SELECT reason, count(*) FROM {run_table(run, 'held')} WHERE stage = ? GROUP BY 1",
+        f"SELECT reason, sum(copies) FROM {run_table(run, 'held')} WHERE stage = ? GROUP BY 1",
         (stage,),
     )
     return {str(reason): int(n) for reason, n in rows}
 
 
-def snapshot_rows(session: Session, run: RunRef) -> int:
-    row = session.fetchone(f"SELECT count(*) FROM {run_table(run, 'snap')}")
+def snapshot_rows(session: Session, run: RunRef, prep: str) -> int:
+    """The rows of the run's snapshot: the distinct ones prepared, and extra copies."""
+    row = session.fetchone(
+        f"""SELECT (SELECT count(*) FROM {prep})
+                 + (SELECT coalesce(sum(extra), 0) FROM {run_table(run, "twins")})"""
+    )
+    return int(row[0]) if row else 0
+
+
+def held_rows(session: Session, run: RunRef) -> int:
+    row = session.fetchone(f"SELECT coalesce(sum(copies), 0) FROM {run_table(run, 'held')}")
     return int(row[0]) if row else 0
 
 
 def eligible_rows(run: RunRef) -> str:
-    """A WHERE clause over `prepared.rows`: the rows no step has held back."""
+    """A condition on a prepared row `p`: no step has held it back."""
     return f"""p._reason IS NULL AND NOT EXISTS (
-        SELECT 1 FROM {run_table(run, "held")} AS h WHERE h._row = s._row)"""
+        SELECT 1 FROM {run_table(run, "held")} AS h
+        WHERE h.profile_id = p.profile_id AND h._raw = p._raw AND NOT h.extra)"""
 
 
 def _dropped_fields(
-    session: Session, run: RunRef, rows: str, columns: list[Column]
+    session: Session, run: RunRef, prep: str, columns: list[Column]
 ) -> dict[str, int]:
     optional = [c for c in columns if not c.mapping.required]
     if not optional:
         return {}
     sums = ", ".join(f"sum(CASE WHEN p.d{c.index} THEN 1 ELSE 0 END)" for c in optional)
-    row = session.fetchone(f"SELECT {sums} FROM {rows} WHERE {eligible_rows(run)}")
+    row = session.fetchone(f"SELECT {sums} FROM {prep} AS p WHERE {eligible_rows(run)}")
     counts: dict[str, int] = {}
     for column, value in zip(optional, row or (), strict=False):
         if value:
@@ -130,6 +148,7 @@ __all__ = [
     "Column",
     "eligible_rows",
     "held_by_reason",
+    "held_rows",
     "quote",
     "record_outcomes",
     "sent_columns",

@@ -3,7 +3,6 @@ test on DuckDB and on Postgres)."""
 
 from __future__ import annotations
 
-from switchyard.runs import RunRef
 from switchyard.warehouse.base import Warehouse
 from tests.support.catalogs import webhook_plan
 from tests.support.fakes import FakeDestination
@@ -131,8 +130,3 @@ def test_a_retried_fetch_prepares_nothing_twice(make_warehouse: MakeWarehouse) -
     _, checked, allowed, changes = plan_run(warehouse, plan, "run-1")
     assert checked.valid == 4 and allowed.eligible == 4 and changes.added == 4
     assert prepared_rows(warehouse) == 4
-    with warehouse.session() as s:
-        snap = s.fetchone(
-            f"SELECT count(*) FROM switchyard.snap_{RunRef(run_id='run-1', sync='t').tag}"
-        )
-    assert snap == (4,)
