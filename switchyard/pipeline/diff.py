@@ -41,24 +41,27 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
         session.execute(f"DROP TABLE IF EXISTS {table}")
         session.execute(
             f"""CREATE TABLE {table} AS
-            WITH cur AS MATERIALIZED (
+            WITH cur AS (
                 SELECT p._key AS key, p.hash, p.profile_id, p._raw FROM {prep} AS p
                 WHERE {eligible_rows(run)}),
             prev AS (SELECT key, hash FROM switchyard.delivered WHERE sync_id = ?),
+            -- One join finds adds, changes and leavers; each side is read once.
+            joined AS (
+                SELECT c.key AS cur_key, p.key AS prev_key, c.hash, c.profile_id, c._raw
+                FROM cur AS c FULL JOIN prev AS p ON p.key = c.key
+                WHERE c.key IS NULL OR {changed}),
             excluded AS (SELECT DISTINCT key FROM {held} WHERE stage = 'excluded'),
             changes AS (
-                SELECT c.key, 'upsert' AS op,
-                       CASE WHEN p.key IS NULL THEN 'add' ELSE 'change' END AS kind,
-                       c.hash, c.profile_id, c._raw
-                FROM cur AS c LEFT JOIN prev AS p ON p.key = c.key
-                WHERE {changed}
-                UNION ALL
-                SELECT p.key,
-                       CASE WHEN h.key IS NOT NULL THEN 'remove' ELSE '{leaver_op}' END AS op,
-                       'leave' AS kind, CAST(NULL AS VARCHAR) AS hash, NULL, NULL
-                FROM prev AS p
-                LEFT JOIN excluded AS h ON h.key = p.key
-                WHERE NOT EXISTS (SELECT 1 FROM cur AS c WHERE c.key = p.key)),
+                SELECT coalesce(j.cur_key, j.prev_key) AS key,
+                       CASE WHEN j.cur_key IS NOT NULL THEN 'upsert'
+                            WHEN h.key IS NOT NULL THEN 'remove'
+                            ELSE '{leaver_op}' END AS op,
+                       CASE WHEN j.cur_key IS NULL THEN 'leave'
+                            WHEN j.prev_key IS NULL THEN 'add'
+                            ELSE 'change' END AS kind,
+                       j.hash, j.profile_id, j._raw
+                FROM joined AS j
+                LEFT JOIN excluded AS h ON h.key = j.prev_key AND j.cur_key IS NULL),
             numbered AS (
                 SELECT *, row_number() OVER (PARTITION BY op = 'forget' ORDER BY op DESC, key) - 1
                     AS n

@@ -73,8 +73,8 @@ def snapshot_types(session: Session, run: RunRef) -> list[tuple[str, str]]:
     return sorted((str(n), str(t)) for n, t in rows if not str(n).startswith("_"))
 
 
-def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
-    """Create the table if this fingerprint is new; drop the sync's tables of older ones."""
+def ensure(session: Session, run: RunRef, prepared: Prepared) -> bool:
+    """Create the table if this fingerprint is new (True); drop the sync's older ones."""
     prefix = _prefix(run)
     rows = session.fetchall(
         "SELECT table_name FROM information_schema.tables "
@@ -92,9 +92,13 @@ def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
         empty = f"(SELECT q.*, {raw_hash(session, columns)} AS _raw FROM {probe} AS q LIMIT 0)"
         empty = prepared.select.replace(SOURCE, empty)
         session.execute(f"CREATE TABLE {prepared.table} AS {empty}")
+        return True
+    return False
 
 
-def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> None:
+def refresh(
+    session: Session, prepared: Prepared, audience: str, twins: str, *, created: bool
+) -> None:
     """Make the table hold exactly the rows of `audience` (raw values and `_raw`): forget
     the rows that left, prepare the rows not seen before. Identical rows are prepared once;
     `twins` counts their extra copies."""
@@ -108,8 +112,8 @@ def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> 
     if _count(session, f"SELECT count(*) FROM {twins}"):
         new = f"(SELECT DISTINCT * FROM {new} AS a)"
     session.execute(f"INSERT INTO {table} {prepared.select.replace(SOURCE, new)}")
-    if session.dialect.name == "postgres":
-        # Fresh statistics, so joins with the table are planned for its real size.
+    if created and session.dialect.name == "postgres":
+        # Statistics for the first fill; autovacuum keeps them current as rows change.
         session.execute(f"ANALYZE {table}")
 
 
@@ -164,12 +168,12 @@ def _prepare_sql(session: Session, plan: SyncPlan, snap_columns: set[str]) -> st
         *(f"e._{name}" for name in SUPPRESSION_COLUMNS),
         "e._reason",
     ]
-    # Postgres would inline the CTEs and evaluate a normalisation or check (regexes) again
-    # at every reference to it, so there they are materialised; DuckDB computes each
-    # projection once, and materialising only copies the rows.
-    materialized = "MATERIALIZED " if dialect.name == "postgres" else ""
-    return f"""WITH n AS {materialized}(SELECT {", ".join(normalise)} FROM {SOURCE} AS q),
-        e AS {materialized}(SELECT {", ".join(checked)} FROM n)
+    # Postgres would pull the CTEs up into the outer query and evaluate a normalisation or
+    # check (regexes) again at every reference to it; OFFSET 0 keeps each a subquery whose
+    # columns are computed once per row. DuckDB computes each projection once anyway.
+    fence = " OFFSET 0" if dialect.name == "postgres" else ""
+    return f"""WITH n AS (SELECT {", ".join(normalise)} FROM {SOURCE} AS q{fence}),
+        e AS (SELECT {", ".join(checked)} FROM n{fence})
         SELECT {", ".join(kept)}, CASE WHEN e._reason IS NULL
           THEN md5('v{contract.version}:' || {diff._payload_sql(session, plan)}) END AS hash
         FROM e"""

@@ -58,19 +58,22 @@ def snapshot_audience(session: Session, run: RunRef, plan: SyncPlan) -> Snapshot
     # may still be running on another worker.
     with session.exclusive(f"switchyard.prepared.{run.sync}"):
         more_working_memory(session)
-        prepared.ensure(session, run, prep)
+        created = prepared.ensure(session, run, prep)
         _create(
             session,
             plan,
             f"TEMPORARY TABLE {audience}",
             f"SELECT {raw}, {prepared.raw_hash(session, columns)} AS _raw FROM ({sql}) AS q",
         )
+        if session.dialect.name == "postgres":
+            # Temporary tables get no automatic statistics; joins with it need them.
+            session.execute(f"ANALYZE {audience}")
         session.execute(f"DROP TABLE IF EXISTS {twins}")
         session.execute(
             f"""CREATE TABLE {twins} AS SELECT profile_id, _raw, count(*) - 1 AS extra
             FROM {audience} GROUP BY profile_id, _raw HAVING count(*) > 1"""
         )
-        prepared.refresh(session, prep, audience, twins)
+        prepared.refresh(session, prep, audience, twins, created=created)
         row = session.fetchone(f"SELECT count(*) FROM {audience}")
         session.execute(f"DROP TABLE {audience}")
     return SnapshotResult(rows=int(row[0]) if row else 0)
