@@ -43,15 +43,12 @@ from switchyard.delivery.ratelimit import (
     DELIVERY_HEADROOM,
     RateLimiter,
 )
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
 from switchyard.destinations.braze.spec import IDENTIFIERS, SPEC, BrazeConfig
-from switchyard.errors import (
-    DestinationConfigError,
-    DestinationRefusedError,
-    DestinationUnavailableError,
-    RateLimitedError,
-)
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
+from switchyard.errors import DestinationConfigError, DestinationUnavailableError, SwitchyardError
 from switchyard.pipeline.checkpoints import Batch
 
 log = logging.getLogger(__name__)
@@ -78,18 +75,8 @@ _DELETE_LISTS = {
 
 
 def resolve_api_key(config: BrazeConfig, environment: str, env: Mapping[str, str]) -> str:
-    key = env.get(config.api_key_env)
-    if key and (key != DEV_API_KEY or environment == "development"):
-        return key
-    if key:
-        raise DestinationConfigError(
-            f"{config.api_key_env} holds the development placeholder Braze key; set a real "
-            f"REST API key outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_API_KEY
-    raise DestinationConfigError(
-        f"environment variable {config.api_key_env} (the Braze REST API key) is not set"
+    return resolve_credential(
+        config.api_key_env, DEV_API_KEY, "the Braze REST API key", environment, env
     )
 
 
@@ -111,11 +98,6 @@ def rate_limit_window(headers: httpx.Headers, now: float) -> tuple[int | None, f
         resets_in = reset - now if reset > 1_000_000_000 else reset
         resets_in = min(MAX_RESET_WAIT, max(0.0, resets_in))
     return (None if remaining is None else int(remaining)), resets_in
-
-
-def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class BrazeClient:
@@ -170,7 +152,7 @@ class BrazeClient:
             timeout=config.timeout_seconds,
             transport=transport,
             headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     # -- the destination port ------------------------------------------------------------
@@ -182,7 +164,7 @@ class BrazeClient:
         self._observe(response, self._limiter)
         if response.is_success or response.status_code == 400:
             return
-        self._raise_for(response, self._limiter)
+        raise self._error(response, self._limiter)
 
     async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
         rejections: list[tuple[str, str]] = []
@@ -203,7 +185,7 @@ class BrazeClient:
     async def delete_users(self, keys: Sequence[str]) -> int:
         """Delete the profiles of `keys` (irreversible); returns how many Braze queued."""
         deleted = 0
-        for chunk in chunked(keys, DELETE_MAX_IDS):
+        for chunk in http.chunked(keys, DELETE_MAX_IDS):
             items = [self._delete_item(key) for key in chunk]
             body = orjson.dumps({_DELETE_LISTS[self._identifier]: items})
             answer = await self._admin("/users/delete", body)
@@ -216,7 +198,7 @@ class BrazeClient:
         The kept profile keeps its own attributes and gains those only the merged one had;
         the merged profile is then deleted. Returns how many merges were submitted.
         """
-        for chunk in chunked(pairs, MERGE_MAX_UPDATES):
+        for chunk in http.chunked(pairs, MERGE_MAX_UPDATES):
             updates = [
                 {
                     "identifier_to_merge": self._merge_identifier(merge),
@@ -312,14 +294,9 @@ class BrazeClient:
         return self._answer(await self._post(path, body), self._admin_limiter)
 
     async def _post(self, path: str, body: bytes) -> httpx.Response:
-        try:
-            return await self._http.post(path, content=body)
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: {path} timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {path}: {type(error).__name__}: {error}"
-            ) from error
+        return await http.request(
+            self._http, "POST", path, where=f"{self._name}: {path}", content=body
+        )
 
     # -- answers -------------------------------------------------------------------------
 
@@ -334,15 +311,8 @@ class BrazeClient:
         """The parsed body of a 2xx answer; otherwise the error its status means."""
         self._observe(response, limiter)
         if not response.is_success:
-            self._raise_for(response, limiter)
-        try:
-            answer = orjson.loads(response.content)
-        except orjson.JSONDecodeError as error:
-            # A proxy's page, not Braze's answer: the request may not have landed.
-            raise DestinationUnavailableError(
-                f"{self._name}: HTTP {response.status_code} with a body that is not JSON: "
-                f"{response.text[:200]}"
-            ) from error
+            raise self._error(response, limiter)
+        answer = http.json_body(response, self._name)
         if not isinstance(answer, dict):
             raise DestinationUnavailableError(
                 f"{self._name}: HTTP {response.status_code} with an unexpected body: "
@@ -350,26 +320,14 @@ class BrazeClient:
             )
         return answer
 
-    def _raise_for(self, response: httpx.Response, limiter: RateLimiter) -> None:
-        status = response.status_code
-        path = response.request.url.path
-        detail = response.text[:300]
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 429:
-            if retry_after is None:
-                _, resets_in = rate_limit_window(response.headers, time.time())
-                retry_after = max(1.0, resets_in) if resets_in is not None else None
-            if retry_after is not None:
-                limiter.hold_for(retry_after)
-            raise RateLimitedError(f"{self._name}: {path} rate limited (429)", retry_after)
-        if status >= 500 or status == 408:
-            raise DestinationUnavailableError(
-                f"{self._name}: {path} HTTP {status}: {detail}", retry_after
-            )
-        if status in (401, 403):
-            raise DestinationRefusedError(
-                f"{self._name}: {path} HTTP {status}, the REST API key was refused ({detail}); "
-                f"check the key in ${self._config.api_key_env} and its users.* permissions",
-                status,
-            )
-        raise DestinationRefusedError(f"{self._name}: {path} HTTP {status}: {detail}", status)
+    def _error(self, response: httpx.Response, limiter: RateLimiter) -> SwitchyardError:
+        # Without Retry-After, a 429 waits for the window Braze says resets.
+        _, resets_in = rate_limit_window(response.headers, time.time())
+        return http.status_error(
+            response,
+            limiter,
+            f"{self._name}: {response.request.url.path}",
+            response.text[:300],
+            f"the key in ${self._config.api_key_env} and its users.* permissions",
+            wait=max(1.0, resets_in) if resets_in is not None else None,
+        )

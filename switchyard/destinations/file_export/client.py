@@ -45,6 +45,7 @@ import orjson
 from switchyard.catalog.models import Destination
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
 from switchyard.destinations.file_export.formats import (
     OP_COLUMN,
     PartStats,
@@ -76,19 +77,8 @@ DEV_OBJECT_STORE_TOKEN = "dev-only-object-store-token"
 
 
 def resolve_token(config: FileExportConfig, environment: str, env: Mapping[str, str]) -> str:
-    """The object store's bearer token; the dev placeholder only in development."""
-    token = env.get(config.token_env)
-    if token and (token != DEV_OBJECT_STORE_TOKEN or environment == "development"):
-        return token
-    if token:
-        raise DestinationConfigError(
-            f"{config.token_env} holds the development placeholder token; set a real one "
-            f"outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_OBJECT_STORE_TOKEN
-    raise DestinationConfigError(
-        f"environment variable {config.token_env} (the object store's token) is not set"
+    return resolve_credential(
+        config.token_env, DEV_OBJECT_STORE_TOKEN, "the object store's token", environment, env
     )
 
 

@@ -39,13 +39,13 @@ import httpx
 import orjson
 
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.file_export.spec import MAX_PART_BYTES
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
     DestinationUnavailableError,
-    RateLimitedError,
 )
 
 
@@ -229,7 +229,7 @@ class HttpObjectStore:
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     def _url(self, path: str) -> str:
@@ -246,16 +246,15 @@ class HttpObjectStore:
         missing_ok: bool = False,
     ) -> httpx.Response:
         await self._limiter.acquire()
-        try:
-            response = await self._http.request(
-                method, url, content=content, params=params, headers=headers
-            )
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: {method} timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {type(error).__name__}: {error}"
-            ) from error
+        response = await http.request(
+            self._http,
+            method,
+            url,
+            where=f"{self._name}: {method} {httpx.URL(url).path}",
+            content=content,
+            params=params,
+            headers=headers,
+        )
         self._limiter.observe(
             _header_int(response, "X-RateLimit-Remaining"),
             _header_int(response, "X-RateLimit-Reset"),
@@ -263,26 +262,13 @@ class HttpObjectStore:
         status = response.status_code
         if 200 <= status < 300 or (missing_ok and status == 404):
             return response
-        raise self._error(response)
-
-    def _error(self, response: httpx.Response) -> Exception:
-        status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        detail = f"{response.request.method} {response.request.url.path}: HTTP {status}: "
-        detail += response.text[:300]
-        if status == 429:
-            if retry_after is not None:
-                self._limiter.hold_for(retry_after)
-            return RateLimitedError(f"{self._name}: rate limited ({detail})", retry_after)
-        if status >= 500 or status == 408:
-            return DestinationUnavailableError(f"{self._name}: {detail}", retry_after)
-        if status in (401, 403):
-            return DestinationRefusedError(
-                f"{self._name}: credentials refused ({detail}); check the token in "
-                f"${self._token_env}",
-                status,
-            )
-        return DestinationRefusedError(f"{self._name}: {detail}", status)
+        raise http.status_error(
+            response,
+            self._limiter,
+            f"{self._name}: {method} {response.request.url.path}",
+            response.text[:300],
+            f"the token in ${self._token_env}",
+        )
 
     async def check(self) -> None:
         # Any answer but a refusal will do: the object is not expected to exist.

@@ -60,18 +60,20 @@ import orjson
 
 from switchyard.catalog.models import Contract, Destination
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
 from switchyard.destinations.google_ads.spec import (
     MAX_IDENTIFIERS_PER_REQUEST,
     MAX_PAYLOAD_BYTES,
     GoogleAdsConfig,
 )
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
     DestinationUnavailableError,
-    RateLimitedError,
+    SwitchyardError,
 )
 from switchyard.identity.normalise import (
     google_phone,
@@ -94,23 +96,6 @@ _ENVELOPE = b'{"enablePartialFailure":true,"operations":[]}'
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 Json = dict[str, Any]
-
-
-def resolve_credential(
-    name: str, placeholder: str, what: str, environment: str, env: Mapping[str, str]
-) -> str:
-    """The secret in env var `name`; the dev placeholder only in development."""
-    value = env.get(name)
-    if value and (value != placeholder or environment == "development"):
-        return value
-    if value:
-        raise DestinationConfigError(
-            f"{name} holds the development placeholder {what}; set a real one outside "
-            f"development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return placeholder
-    raise DestinationConfigError(f"environment variable {name} ({what}) is not set")
 
 
 def job_consent(config: GoogleAdsConfig, contract: Contract) -> Json | None:
@@ -278,7 +263,7 @@ class GoogleAdsClient:
             timeout=config.timeout_seconds,
             transport=transport,
             headers=headers,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     # -- the port ------------------------------------------------------------------------
@@ -398,27 +383,21 @@ class GoogleAdsClient:
     async def _call(self, path: str, body: Json | bytes) -> Json:
         content = body if isinstance(body, bytes) else orjson.dumps(body)
         await self._limiter.acquire()
-        try:
-            response = await self._http.post(f"{self._root}/{path}", content=content)
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: {path} timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {type(error).__name__}: {error}"
-            ) from error
-        if response.status_code == 200:
-            try:
-                answer = orjson.loads(response.content)
-            except orjson.JSONDecodeError as error:
-                raise DestinationUnavailableError(
-                    f"{self._name}: HTTP 200 that is not JSON: {response.text[:200]}"
-                ) from error
-            if not isinstance(answer, dict):
-                raise DestinationUnavailableError(f"{self._name}: unexpected answer {answer!r}")
-            return answer
-        raise self._failure(response, path)
+        response = await http.request(
+            self._http,
+            "POST",
+            f"{self._root}/{path}",
+            where=f"{self._name}: {path}",
+            content=content,
+        )
+        if response.status_code != 200:
+            raise self._failure(response, path)
+        answer = http.json_body(response, self._name)
+        if not isinstance(answer, dict):
+            raise DestinationUnavailableError(f"{self._name}: unexpected answer {answer!r}")
+        return answer
 
-    def _failure(self, response: httpx.Response, path: str) -> Exception:
+    def _failure(self, response: httpx.Response, path: str) -> SwitchyardError:
         status = response.status_code
         try:
             error = orjson.loads(response.content).get("error")
@@ -436,18 +415,15 @@ class GoogleAdsClient:
         grpc = error.get("status") or ""
         what = f"{grpc} {', '.join(codes)}".strip()
         detail = f"{what}: {error.get('message') or response.text[:200]}"
-        header = parse_retry_after(response.headers.get("Retry-After"))
-        message = f"{self._name}: {path} answered HTTP {status} {detail}"
-        if status == 429 or grpc == "RESOURCE_EXHAUSTED":
-            wait = header or retry_delay or self._config.default_retry_after_seconds
-            self._limiter.hold_for(wait)
-            return RateLimitedError(message, wait)
-        if status >= 500 or status in (408, 409):
-            return DestinationUnavailableError(message, header)
-        if status in (401, 403):
-            return DestinationRefusedError(
-                f"{message}; check ${self._config.access_token_env}, "
-                f"${self._config.developer_token_env} and login_customer_id",
-                status,
-            )
-        return DestinationRefusedError(message, status)
+        return http.status_error(
+            response,
+            self._limiter,
+            f"{self._name}: {path}",
+            detail,
+            f"${self._config.access_token_env}, ${self._config.developer_token_env} and "
+            "login_customer_id",
+            throttled=grpc == "RESOURCE_EXHAUSTED",
+            wait=retry_delay or self._config.default_retry_after_seconds,
+            # ABORTED: a concurrent change to the same job; the same request may go through.
+            transient=status == 409,
+        )

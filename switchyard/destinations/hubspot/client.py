@@ -43,13 +43,16 @@ import orjson
 from switchyard.catalog.models import Destination, WriteRule
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.destinations.hubspot.spec import DEV_HUBSPOT_TOKEN, SPEC, HubSpotConfig
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
     DestinationUnavailableError,
-    RateLimitedError,
+    SwitchyardError,
 )
 from switchyard.pipeline.checkpoints import Batch, Operation
 
@@ -65,19 +68,12 @@ Rejection = tuple[str, str]
 
 
 def resolve_token(config: HubSpotConfig, environment: str, env: Mapping[str, str]) -> str:
-    token = env.get(config.token_env)
-    if token and (token != DEV_HUBSPOT_TOKEN or environment == "development"):
-        return token
-    if token:
-        raise DestinationConfigError(
-            f"{config.token_env} holds the development placeholder token; set the private "
-            f"app's access token outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_HUBSPOT_TOKEN
-    raise DestinationConfigError(
-        f"environment variable {config.token_env} (the HubSpot private app's access token) "
-        "is not set"
+    return resolve_credential(
+        config.token_env,
+        DEV_HUBSPOT_TOKEN,
+        "the HubSpot private app's access token",
+        environment,
+        env,
     )
 
 
@@ -182,7 +178,7 @@ class HubSpotClient:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             timeout=self._config.timeout_seconds,
             transport=transport,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     # -- the port ----------------------------------------------------------------------------
@@ -338,8 +334,7 @@ class HubSpotClient:
     ) -> dict[str, tuple[str, Mapping[str, Any]]]:
         """key → (record id, properties) for the contacts that exist, by batch read."""
         found: dict[str, tuple[str, Mapping[str, Any]]] = {}
-        for start in range(0, len(keys), MAX_INPUTS):
-            chunk = keys[start : start + MAX_INPUTS]
+        for chunk in http.chunked(keys, MAX_INPUTS):
             body = orjson.dumps(
                 {
                     "idProperty": self._id_property,
@@ -371,8 +366,7 @@ class HubSpotClient:
 
     async def _archive(self, keys: Sequence[str]) -> None:
         record_ids = [record_id for record_id, _ in (await self._lookup(keys, [])).values()]
-        for start in range(0, len(record_ids), MAX_INPUTS):
-            chunk = record_ids[start : start + MAX_INPUTS]
+        for chunk in http.chunked(record_ids, MAX_INPUTS):
             body = orjson.dumps({"inputs": [{"id": record_id} for record_id in chunk]})
             response = await self._request("POST", f"{BATCH}/archive", body)
             if response.status_code not in (200, 204):
@@ -381,33 +375,30 @@ class HubSpotClient:
     # -- one request, and what its status means ----------------------------------------------
 
     async def _request(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
+        """One paced request; 429, 5xx, 408, 401 and 403 raise, other answers are returned."""
         await self._limiter.acquire()
-        try:
-            response = await self._http.request(method, path, content=body)
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: request timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: HubSpot unreachable at {self._config.base_url}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
+        response = await http.request(
+            self._http, method, path, where=f"{self._name}: {method} {path}", content=body
+        )
         self._observe(response.headers)
-        status = response.status_code
-        if status == 429:
-            raise self._rate_limited(response)
-        if status >= 500 or status == 408:
-            raise DestinationUnavailableError(
-                f"{self._name}: HTTP {status}: {response.text[:300]}",
-                parse_retry_after(response.headers.get("Retry-After")),
-            )
-        if status in (401, 403):
-            raise DestinationRefusedError(
-                f"{self._name}: HTTP {status}, HubSpot refused the access token "
-                f"({self._describe(response)}); check the private app token in "
-                f"${self._config.token_env} and its scopes",
-                status,
-            )
+        if response.status_code < 400:
+            return response
+        error = self._failure(response)
+        if error is not None:
+            raise error
         return response
+
+    def _failure(self, response: httpx.Response) -> SwitchyardError | None:
+        status = response.status_code
+        detail = self._describe(response)
+        wait = None
+        if status == 429:
+            policy, wait = self._rate_limit(response)
+            detail = f"{policy}, retrying after {wait:g}s: {detail}"
+        retryable = http.retryable_error(response, self._limiter, self._name, detail, wait=wait)
+        if retryable is not None or status not in (401, 403):
+            return retryable
+        return self._refused(response)
 
     def _observe(self, headers: httpx.Headers) -> None:
         limiter = self._limiter
@@ -417,7 +408,9 @@ class HubSpotClient:
             _int(headers.get("X-HubSpot-RateLimit-Daily-Remaining")), DAILY_RETRY_SECONDS
         )
 
-    def _rate_limited(self, response: httpx.Response) -> RateLimitedError:
+    def _rate_limit(self, response: httpx.Response) -> tuple[str, float]:
+        """(policy, seconds to wait) of a 429: Retry-After when HubSpot sends one, else
+        the window's interval (a day's wait for the daily limit)."""
         answer = _json(response)
         policy = str(answer.get("policyName") or "") if isinstance(answer, Mapping) else ""
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -430,12 +423,7 @@ class HubSpotClient:
                 retry_after = float(max(1, math.ceil(interval)))
             else:
                 retry_after = DEFAULT_INTERVAL_SECONDS
-        self._limiter.hold_for(retry_after)
-        return RateLimitedError(
-            f"{self._name}: rate limited by HubSpot (429 {policy or 'RATE_LIMIT'}), "
-            f"retrying after {retry_after:g}s",
-            retry_after,
-        )
+        return policy or "RATE_LIMIT", retry_after
 
     def _describe(self, response: httpx.Response) -> str:
         answer = _json(response)
@@ -444,7 +432,9 @@ class HubSpotClient:
         return response.text[:300]
 
     def _refused(self, response: httpx.Response) -> DestinationRefusedError:
-        status = response.status_code
-        return DestinationRefusedError(
-            f"{self._name}: HTTP {status}: {self._describe(response)}", status
+        return http.refused_error(
+            response,
+            self._name,
+            self._describe(response),
+            f"the private app token in ${self._config.token_env} and its scopes",
         )

@@ -30,17 +30,19 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import orjson
 
 from switchyard.catalog.models import Destination, SyncMode
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.destinations.klaviyo.spec import (
     DEV_API_KEY,
     IDENTIFIERS,
@@ -51,9 +53,7 @@ from switchyard.destinations.klaviyo.spec import (
 )
 from switchyard.errors import (
     DestinationConfigError,
-    DestinationRefusedError,
     DestinationUnavailableError,
-    RateLimitedError,
     RetryableError,
 )
 from switchyard.pipeline.checkpoints import Batch, Operation
@@ -76,18 +76,8 @@ _JOB_HEAD = b'{"data":{"type":"profile-bulk-import-job","attributes":{"profiles"
 
 
 def resolve_api_key(config: KlaviyoConfig, environment: str, env: Mapping[str, str]) -> str:
-    key = env.get(config.api_key_env)
-    if key and (key != DEV_API_KEY or environment == "development"):
-        return key
-    if key:
-        raise DestinationConfigError(
-            f"{config.api_key_env} holds the development placeholder key; set a real "
-            f"Klaviyo private API key outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_API_KEY
-    raise DestinationConfigError(
-        f"environment variable {config.api_key_env} (the Klaviyo private API key) is not set"
+    return resolve_credential(
+        config.api_key_env, DEV_API_KEY, "the Klaviyo private API key", environment, env
     )
 
 
@@ -181,11 +171,6 @@ def _error_detail(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class KlaviyoClient:
     def __init__(
         self,
@@ -219,7 +204,7 @@ class KlaviyoClient:
                 "revision": config.revision,
                 "accept": JSONAPI,
             },
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     # -- the port ---------------------------------------------------------------------------
@@ -393,12 +378,7 @@ class KlaviyoClient:
                     raise DestinationUnavailableError(f"{self._name}: {path} is not found (404)")
                 if response.status_code != 200:
                     self._raise_for(response)
-                try:
-                    document: dict[str, Any] = orjson.loads(response.content)
-                except orjson.JSONDecodeError as error:
-                    raise DestinationUnavailableError(
-                        f"{self._name}: {path}: not JSON: {response.text[:200]}"
-                    ) from error
+                document: dict[str, Any] = http.json_body(response, f"{self._name}: {path}")
                 return document
             except RetryableError:
                 if loop.time() + pause >= deadline:
@@ -416,10 +396,10 @@ class KlaviyoClient:
                 f"{self._name}: removing from Klaviyo means leaving a list; set config.list_id"
             )
         profile_ids: list[str] = []
-        for chunk in _chunks(keys, LOOKUP_PAGE):
+        for chunk in http.chunked(keys, LOOKUP_PAGE):
             profile_ids.extend(await self._profile_ids(chunk))
         path = f"/api/lists/{list_id}/relationships/profiles"
-        for chunk in _chunks(profile_ids, MAX_LIST_REMOVALS):
+        for chunk in http.chunked(profile_ids, MAX_LIST_REMOVALS):
             body = orjson.dumps({"data": [{"type": "profile", "id": pid} for pid in chunk]})
             response = await self._call(
                 "DELETE", path, content=body, headers={"content-type": JSONAPI}
@@ -457,40 +437,29 @@ class KlaviyoClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         await self._limiter.acquire()
-        try:
-            response = await self._http.request(
-                method, path, params=params, content=content, headers=headers
-            )
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: {method} {path} timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {method} {path}: {type(error).__name__}: {error}"
-            ) from error
+        response = await http.request(
+            self._http,
+            method,
+            path,
+            where=f"{self._name}: {method} {path}",
+            params=params,
+            content=content,
+            headers=headers,
+        )
         self._limiter.observe(
             _leading_int(response.headers.get("RateLimit-Remaining")),
             _leading_int(response.headers.get("RateLimit-Reset")),
         )
         return response
 
-    def _raise_for(self, response: httpx.Response) -> None:
-        status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        detail = _error_detail(response)
-        where = f"{self._name}: {response.request.method} {response.request.url.path}"
-        if status == 429:
-            if retry_after is None:
-                reset = _leading_int(response.headers.get("RateLimit-Reset"))
-                retry_after = float(reset) if reset is not None else None
-            if retry_after is not None:
-                self._limiter.hold_for(retry_after)
-            raise RateLimitedError(f"{where}: throttled (429): {detail}", retry_after)
-        if status >= 500 or status == 408:
-            raise DestinationUnavailableError(f"{where}: HTTP {status}: {detail}", retry_after)
-        if status in (401, 403):
-            raise DestinationRefusedError(
-                f"{where}: HTTP {status}, Klaviyo refused the API key ({detail}); check the "
-                f"key in ${self._config.api_key_env} and its scopes (profiles, lists)",
-                status,
-            )
-        raise DestinationRefusedError(f"{where}: HTTP {status}: {detail}", status)
+    def _raise_for(self, response: httpx.Response) -> NoReturn:
+        # Without Retry-After, a 429 waits for the window Klaviyo says resets.
+        reset = _leading_int(response.headers.get("RateLimit-Reset"))
+        raise http.status_error(
+            response,
+            self._limiter,
+            f"{self._name}: {response.request.method} {response.request.url.path}",
+            _error_detail(response),
+            f"the key in ${self._config.api_key_env} and its scopes (profiles, lists)",
+            wait=float(reset) if reset is not None else None,
+        )

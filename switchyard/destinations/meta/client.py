@@ -43,7 +43,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import httpx
@@ -51,8 +51,10 @@ import orjson
 
 from switchyard.catalog.models import Destination
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.destinations.meta.spec import (
     DEV_META_ACCESS_TOKEN,
     MATCH_KEYS,
@@ -60,12 +62,7 @@ from switchyard.destinations.meta.spec import (
     SPEC,
     MetaConfig,
 )
-from switchyard.errors import (
-    DestinationConfigError,
-    DestinationRefusedError,
-    DestinationUnavailableError,
-    RateLimitedError,
-)
+from switchyard.errors import DestinationConfigError, DestinationUnavailableError
 from switchyard.identity.normalise import (
     hash_email,
     hash_name_for_meta,
@@ -116,18 +113,8 @@ class ReplaceSession:
 
 
 def resolve_token(config: MetaConfig, environment: str, env: Mapping[str, str]) -> str:
-    token = env.get(config.token_env)
-    if token and (token != DEV_META_ACCESS_TOKEN or environment == "development"):
-        return token
-    if token:
-        raise DestinationConfigError(
-            f"{config.token_env} holds the development placeholder token; set a real "
-            f"Meta access token outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_META_ACCESS_TOKEN
-    raise DestinationConfigError(
-        f"environment variable {config.token_env} (the Meta access token) is not set"
+    return resolve_credential(
+        config.token_env, DEV_META_ACCESS_TOKEN, "the Meta access token", environment, env
     )
 
 
@@ -201,7 +188,7 @@ class MetaAudienceClient:
         self._http = httpx.AsyncClient(
             timeout=config.timeout_seconds,
             transport=transport,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     # -- the port --------------------------------------------------------------------------
@@ -423,14 +410,7 @@ class MetaAudienceClient:
         return result
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._http.request(method, url, **kwargs)
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: request timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {type(error).__name__}: {error}"
-            ) from error
+        return await http.request(self._http, method, url, where=self._name, **kwargs)
 
     def _observe(self, response: httpx.Response) -> None:
         usage = parse_usage(response.headers.get(USAGE_HEADER))
@@ -438,7 +418,7 @@ class MetaAudienceClient:
             percent, regain = usage
             self._limiter.observe(0 if percent >= 100 else math.ceil(100 - percent), regain)
 
-    def _raise_for(self, response: httpx.Response) -> None:
+    def _raise_for(self, response: httpx.Response) -> NoReturn:
         """Raise the error the answer means. A throttle holds the limiter for its own wait
         (Retry-After when given, which is finer than the usage header's whole minutes);
         any other answer's usage header is observed as usual."""
@@ -452,24 +432,23 @@ class MetaAudienceClient:
             pass
         code = error.get("code")
         detail = (
-            f"HTTP {status}, code {code}, subcode {error.get('error_subcode')}: "
+            f"code {code}, subcode {error.get('error_subcode')}: "
             f"{error.get('message') or response.text[:200]} "
             f"(fbtrace_id {error.get('fbtrace_id')})"
         )
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 429 or code in RATE_LIMIT_CODES:
-            if retry_after is None:
-                usage = parse_usage(response.headers.get(USAGE_HEADER))
-                retry_after = usage[1] if usage and usage[1] > 0 else None
-            if retry_after is not None:
-                self._limiter.hold_for(retry_after)
-            raise RateLimitedError(f"{self._name}: rate limited: {detail}", retry_after)
-        self._observe(response)
-        if status >= 500 or status == 408 or code in TRANSIENT_CODES or error.get("is_transient"):
-            raise DestinationUnavailableError(f"{self._name}: {detail}", retry_after)
-        if code in TOKEN_CODES or status == 401:
-            raise DestinationRefusedError(
-                f"{self._name}: access token refused ({detail}); check ${self._config.token_env}",
-                status,
-            )
-        raise DestinationRefusedError(f"{self._name}: {detail}", status)
+        throttled = status == 429 or code in RATE_LIMIT_CODES
+        if not throttled:
+            self._observe(response)
+        # Without Retry-After, a throttle waits for the time the usage header names.
+        usage = parse_usage(response.headers.get(USAGE_HEADER))
+        raise http.status_error(
+            response,
+            self._limiter,
+            self._name,
+            detail,
+            f"${self._config.token_env}",
+            throttled=throttled,
+            wait=usage[1] if usage and usage[1] > 0 else None,
+            transient=code in TRANSIENT_CODES or bool(error.get("is_transient")),
+            credentials=code in TOKEN_CODES or status == 401,
+        )

@@ -19,15 +19,11 @@ import httpx
 import orjson
 
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.destinations.salesforce.spec import DEV_SALESFORCE_TOKEN, SalesforceConfig
-from switchyard.errors import (
-    DestinationConfigError,
-    DestinationRefusedError,
-    DestinationUnavailableError,
-    RateLimitedError,
-    SwitchyardError,
-)
+from switchyard.errors import SwitchyardError
 
 LIMIT_HEADER = "Sforce-Limit-Info"
 _API_USAGE = re.compile(r"(?:^|[;\s])api-usage=(\d+)/(\d+)")
@@ -35,18 +31,8 @@ JSON = "application/json"
 
 
 def resolve_token(config: SalesforceConfig, environment: str, env: Mapping[str, str]) -> str:
-    token = env.get(config.token_env)
-    if token and (token != DEV_SALESFORCE_TOKEN or environment == "development"):
-        return token
-    if token:
-        raise DestinationConfigError(
-            f"{config.token_env} holds the development placeholder token; set a real one "
-            f"outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_SALESFORCE_TOKEN
-    raise DestinationConfigError(
-        f"environment variable {config.token_env} (the Salesforce access token) is not set"
+    return resolve_credential(
+        config.token_env, DEV_SALESFORCE_TOKEN, "the Salesforce access token", environment, env
     )
 
 
@@ -89,7 +75,7 @@ class SalesforceApi:
             timeout=config.timeout_seconds,
             transport=transport,
             headers={"Authorization": f"Bearer {token}"},
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     async def request(
@@ -109,16 +95,15 @@ class SalesforceApi:
         if content is not None:
             headers["Content-Type"] = content_type
         await self._limiter.acquire()
-        try:
-            response = await self._http.request(
-                method, url, content=content, params=params, headers=headers
-            )
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self.name}: {method} timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self.name}: {type(error).__name__}: {error}"
-            ) from error
+        response = await http.request(
+            self._http,
+            method,
+            url,
+            where=f"{self.name}: {method} {path}",
+            content=content,
+            params=params,
+            headers=headers,
+        )
         usage = parse_api_usage(response.headers.get(LIMIT_HEADER))
         if usage is not None:
             self.observe_usage(*usage)
@@ -132,35 +117,22 @@ class SalesforceApi:
         self._limiter.observe(allocation - used, self.config.limit_hold_seconds)
 
     def json(self, response: httpx.Response) -> Any:
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError as error:
-            # A proxy's page, not Salesforce's answer: whether it landed is unknown.
-            raise DestinationUnavailableError(
-                f"{self.name}: HTTP {response.status_code} with a body that is not JSON: "
-                f"{response.text[:200]}"
-            ) from error
+        return http.json_body(response, self.name)
 
     def classify(self, response: httpx.Response) -> SwitchyardError:
-        status = response.status_code
         code, message = error_of(response)
-        detail = (
-            f"HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
+        detail = ": ".join(part for part in (code, message) if part) or "no detail"
+        return http.status_error(
+            response,
+            self._limiter,
+            self.name,
+            detail,
+            f"${self.config.token_env}",
+            # Salesforce's own word for an API allocation spent, even where it says 403.
+            throttled=response.status_code == 403 and code == "REQUEST_LIMIT_EXCEEDED",
+            wait=self.config.limit_hold_seconds,
+            credentials=response.status_code == 401,
         )
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 429 or (status == 403 and code == "REQUEST_LIMIT_EXCEEDED"):
-            wait = retry_after if retry_after is not None else self.config.limit_hold_seconds
-            self._limiter.hold_for(wait)
-            return RateLimitedError(f"{self.name}: API limit reached ({detail})", wait)
-        if status >= 500 or status == 408:
-            return DestinationUnavailableError(f"{self.name}: {detail}", retry_after)
-        if status == 401:
-            return DestinationRefusedError(
-                f"{self.name}: the access token was refused ({detail}); check "
-                f"${self.config.token_env}",
-                status,
-            )
-        return DestinationRefusedError(f"{self.name}: {detail}", status)
 
     async def aclose(self) -> None:
         await self._http.aclose()

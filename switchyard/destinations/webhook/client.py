@@ -21,15 +21,12 @@ import orjson
 
 from switchyard.catalog.models import Destination, WriteRule
 from switchyard.delivery.ratelimit import RateLimiter
-from switchyard.delivery.retry_after import parse_retry_after
+from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
+from switchyard.destinations.credentials import resolve_credential
+from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.destinations.webhook.spec import WebhookConfig
-from switchyard.errors import (
-    DestinationConfigError,
-    DestinationRefusedError,
-    DestinationUnavailableError,
-    RateLimitedError,
-)
+from switchyard.errors import DestinationConfigError, DestinationUnavailableError
 from switchyard.pipeline.checkpoints import Batch
 from switchyard.settings import DEV_WEBHOOK_SECRET
 
@@ -43,19 +40,10 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 def resolve_secret(config: WebhookConfig, environment: str, env: Mapping[str, str]) -> bytes:
-    secret = env.get(config.secret_env)
-    if secret and (secret != DEV_WEBHOOK_SECRET or environment == "development"):
-        return secret.encode()
-    if secret:
-        raise DestinationConfigError(
-            f"{config.secret_env} holds the development placeholder secret; "
-            f"set a real one outside development (environment is {environment!r})"
-        )
-    if environment == "development":
-        return DEV_WEBHOOK_SECRET.encode()
-    raise DestinationConfigError(
-        f"environment variable {config.secret_env} (the webhook's HMAC secret) is not set"
+    secret = resolve_credential(
+        config.secret_env, DEV_WEBHOOK_SECRET, "the webhook's HMAC secret", environment, env
     )
+    return secret.encode()
 
 
 def render_body(
@@ -103,7 +91,7 @@ class WebhookClient:
         self._http = httpx.AsyncClient(
             timeout=self._config.timeout_seconds,
             transport=transport,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+            limits=CONNECTION_LIMITS,
         )
 
     async def preflight(self) -> None:
@@ -129,51 +117,30 @@ class WebhookClient:
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
             "Idempotency-Key": idempotency_key,
         }
-        try:
-            response = await self._http.post(self._config.url, content=body, headers=headers)
-        except httpx.TimeoutException as error:
-            raise DestinationUnavailableError(f"{self._name}: request timed out") from error
-        except httpx.TransportError as error:
-            raise DestinationUnavailableError(
-                f"{self._name}: {type(error).__name__}: {error}"
-            ) from error
+        response = await http.request(
+            self._http, "POST", self._config.url, where=self._name, content=body, headers=headers
+        )
         return self._outcome(response, batch)
 
     def _outcome(self, response: httpx.Response, batch: Batch) -> BatchOutcome:
         status = response.status_code
-        if status == 200:
-            try:
-                answer = orjson.loads(response.content)
-            except orjson.JSONDecodeError as error:
-                # A proxy's error page, not the receiver's answer: the batch may not have landed.
-                raise DestinationUnavailableError(
-                    f"{self._name}: HTTP 200 with a body that is not JSON: {response.text[:200]}"
-                ) from error
-            rejections = [
-                (
-                    str(item.get("key") or batch.operations[int(item["index"])].key),
-                    str(item.get("reason") or "rejected"),
-                )
-                for item in answer.get("rejected") or ()
-            ]
-            return BatchOutcome(
-                accepted=len(batch.operations) - len(rejections), rejections=rejections
+        if status != 200:
+            raise http.status_error(
+                response,
+                self._limiter,
+                self._name,
+                response.text[:300],
+                f"the secret in ${self._config.secret_env}",
             )
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        detail = response.text[:300]
-        if status == 429:
-            if retry_after is not None:
-                self._limiter.hold_for(retry_after)
-            raise RateLimitedError(f"{self._name}: rate limited (429)", retry_after)
-        if status >= 500 or status == 408:
-            raise DestinationUnavailableError(f"{self._name}: HTTP {status}: {detail}", retry_after)
-        if status in (401, 403):
-            raise DestinationRefusedError(
-                f"{self._name}: HTTP {status}, credentials refused ({detail}); check the "
-                f"secret in ${self._config.secret_env}",
-                status,
+        answer = http.json_body(response, self._name)
+        rejections = [
+            (
+                str(item.get("key") or batch.operations[int(item["index"])].key),
+                str(item.get("reason") or "rejected"),
             )
-        raise DestinationRefusedError(f"{self._name}: HTTP {status}: {detail}", status)
+            for item in answer.get("rejected") or ()
+        ]
+        return BatchOutcome(accepted=len(batch.operations) - len(rejections), rejections=rejections)
 
     async def aclose(self) -> None:
         await self._http.aclose()
