@@ -43,8 +43,15 @@ from switchyard.errors import (
     RateLimitedError,
     RetryableError,
 )
-from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import (
+    Opened,
+    RecordingLimiter,
+    SimControl,
+    batch,
+    remove,
+    upsert,
+)
 
 API_KEY = "braze-rest-key-7c1d"
 KEY_ENV = "GROWTH_BRAZE_KEY"
@@ -82,60 +89,12 @@ def destination(
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation) -> Batch:
-    return Batch(chunk=0, number=0, operations=list(operations))
-
-
-class RecordingLimiter(RateLimiter):
-    """A limiter that never waits and remembers what the client told it."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.holds: list[float] = []
-        self.observed: list[tuple[int | None, float | None]] = []
-        self.acquired = 0
-
-    async def acquire(self) -> None:
-        self.acquired += 1
-
-    def hold_for(self, seconds: float) -> None:
-        self.holds.append(seconds)
-
-    def observe(self, remaining: int | None, resets_in: float | None) -> None:
-        self.observed.append((remaining, resets_in))
-
-
-class Simulator:
+class Simulator(SimControl):
     def __init__(self, app: Any) -> None:
-        self.transport = httpx.ASGITransport(app=app)
-        self.http = httpx.AsyncClient(
-            transport=self.transport,
-            base_url=SIM_URL,
-            headers={"Authorization": f"Bearer {API_KEY}"},
-        )
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.http.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/records")).json()["records"]
-        return result
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/stats")).json()
-        return result
+        super().__init__(app, SIM_URL, headers={"Authorization": f"Bearer {API_KEY}"})
 
     async def track(self, **body: Any) -> httpx.Response:
-        return await self.http.post("/users/track", json=body)
+        return await self.control.post("/users/track", json=body)
 
 
 Connect = Callable[..., BrazeClient]
@@ -145,12 +104,12 @@ Connect = Callable[..., BrazeClient]
 async def sim() -> AsyncIterator[Simulator]:
     simulator = Simulator(create_app(api_key=API_KEY))
     yield simulator
-    await simulator.http.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
-    clients: list[BrazeClient] = []
+    opened: Opened[BrazeClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -162,17 +121,15 @@ async def connect(sim: Simulator) -> AsyncIterator[Connect]:
         client = BrazeClient(
             dest or destination(),
             "test_sync",
-            limiter or RecordingLimiter(),
+            limiter or RecordingLimiter(waits=False),
             env=ENV if env is None else env,
             transport=transport or sim.transport,
             **options,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 def capture(
@@ -290,7 +247,9 @@ async def test_a_remove_with_nothing_to_unset_sends_nothing(
 async def test_the_registry_path_over_http_with_the_example_config() -> None:
     with run_in_thread(registry.simulator_app("braze")) as base_url:
         dest = destination().model_copy(update={"config": SPEC.example_config(base_url)})
-        client = registry.create_client(dest, "test_sync", RecordingLimiter(), "development", {})
+        client = registry.create_client(
+            dest, "test_sync", RecordingLimiter(waits=False), "development", {}
+        )
         try:
             await client.preflight()
             outcome = await client.send(batch(upsert("u1", plan="pro")), "k")
@@ -309,7 +268,7 @@ async def test_the_registry_path_over_http_with_the_example_config() -> None:
 
 async def test_the_simulator_works_mounted_under_a_prefix() -> None:
     hub = Starlette(routes=[Mount("/braze", app=create_app())])
-    limiter = RecordingLimiter()
+    limiter = RecordingLimiter(waits=False)
     client = BrazeClient(
         destination(base_url="http://hub/braze"),
         "test_sync",
@@ -436,7 +395,7 @@ async def test_the_simulator_treats_track_as_a_partial_update_where_null_unsets(
 
 
 async def test_the_simulator_wants_a_bearer_key(sim: Simulator) -> None:
-    anonymous = await sim.http.post(
+    anonymous = await sim.control.post(
         "/users/track", json={"attributes": [{"external_id": "u1"}]}, headers={"Authorization": ""}
     )
 
@@ -451,7 +410,7 @@ async def test_a_forced_429_raises_with_retry_after_and_holds_the_limiter(
     sim: Simulator, connect: Connect
 ) -> None:
     await sim.configure(force_status=[429], force_retry_after=1)
-    limiter = RecordingLimiter()
+    limiter = RecordingLimiter(waits=False)
 
     with pytest.raises(RateLimitedError) as raised:
         await connect(limiter=limiter).send(batch(upsert("u1")), "k")
@@ -467,7 +426,7 @@ async def test_the_rate_limit_headers_feed_the_limiter_and_time_a_429_without_re
     sim: Simulator, connect: Connect
 ) -> None:
     await sim.configure(rate_limit={"requests": 1, "per_seconds": 2})
-    limiter = RecordingLimiter()
+    limiter = RecordingLimiter(waits=False)
     client = connect(limiter=limiter)
 
     await client.send(batch(upsert("u1")), "k0")
@@ -559,7 +518,7 @@ def test_rate_limit_window_reads_brazes_headers() -> None:
 async def test_delete_users_goes_50_at_a_time_on_its_own_allowance(
     sim: Simulator, connect: Connect
 ) -> None:
-    limiter, admin = RecordingLimiter(), RecordingLimiter()
+    limiter, admin = RecordingLimiter(waits=False), RecordingLimiter(waits=False)
     client = connect(limiter=limiter, admin_limiter=admin)
     keys = [f"u{i:03}" for i in range(120)]
     await client.send(batch(*(upsert(k, plan="p") for k in keys[:75])), "k0")
@@ -672,10 +631,10 @@ async def test_alias_identified_profiles_round_trip(sim: Simulator, connect: Con
 
 
 async def test_the_simulator_holds_delete_and_merge_to_their_limits(sim: Simulator) -> None:
-    too_many = await sim.http.post(
+    too_many = await sim.control.post(
         "/users/delete", json={"external_ids": [f"u{i}" for i in range(51)]}
     )
-    two_kinds = await sim.http.post(
+    two_kinds = await sim.control.post(
         "/users/delete", json={"external_ids": ["a"], "braze_ids": ["b"]}
     )
     merges = [
@@ -685,8 +644,8 @@ async def test_the_simulator_holds_delete_and_merge_to_their_limits(sim: Simulat
         }
         for i in range(51)
     ]
-    too_many_merges = await sim.http.post("/users/merge", json={"merge_updates": merges})
-    unprioritised = await sim.http.post(
+    too_many_merges = await sim.control.post("/users/merge", json={"merge_updates": merges})
+    unprioritised = await sim.control.post(
         "/users/merge",
         json={
             "merge_updates": [

@@ -50,6 +50,7 @@ from switchyard.errors import (
     RetryableError,
 )
 from switchyard.pipeline.checkpoints import Batch, Operation
+from tests.destinations.support import Opened, SimControl, remove, upsert
 
 SYNC = "vip_export"
 RUN = "0b5e7c1a-8d1e-4f7e-9a51-3c2f6a1d9e40"
@@ -80,14 +81,6 @@ def destination(fields: list[FieldMapping] | None = None, **config: Any) -> Dest
             fields=FIELDS if fields is None else fields,
         ),
     )
-
-
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
 
 
 def batch(*operations: Operation, chunk: int = 0, number: int = 0, run_id: str = RUN) -> Batch:
@@ -133,7 +126,7 @@ Connect = Callable[..., FileExportClient]
 
 @pytest.fixture
 async def connect() -> AsyncIterator[Connect]:
-    clients: list[FileExportClient] = []
+    opened: Opened[FileExportClient] = Opened()
 
     def make(
         dest: Destination,
@@ -151,12 +144,10 @@ async def connect() -> AsyncIterator[Connect]:
             transport=transport,
             now=Clock(),
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 def run_dir(root: Path) -> Path:
@@ -584,26 +575,11 @@ async def test_disk_errors_say_whether_retrying_can_help(
 # -- the HTTP object store, against the simulator -------------------------------------------
 
 
-class Store:
+class Store(SimControl):
     """The simulator in-process, and its control API."""
 
     def __init__(self) -> None:
-        self.app = create_app()
-        self.transport = httpx.ASGITransport(app=self.app)
-        self.control = httpx.AsyncClient(transport=self.transport, base_url=SIM_URL)
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.control.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        answer: dict[str, Any] = (await self.control.get("/_sim/records")).json()
-        assert answer["count"] == len(answer["records"])
-        return answer["records"]
-
-    async def stats(self) -> dict[str, Any]:
-        answer: dict[str, Any] = (await self.control.get("/_sim/stats")).json()
-        return answer
+        super().__init__(create_app(), SIM_URL)
 
     def object(self, path: str) -> bytes:
         return bytes(self.app.state.store.objects[path].data)
@@ -613,7 +589,7 @@ class Store:
 async def store() -> AsyncIterator[Store]:
     simulator = Store()
     yield simulator
-    await simulator.control.aclose()
+    await simulator.aclose()
 
 
 class RecordingLimiter(RateLimiter):

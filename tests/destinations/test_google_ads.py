@@ -25,6 +25,7 @@ from switchyard.catalog.models import (
 )
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations import registry
+from switchyard.destinations.credentials import resolve_credential
 from switchyard.destinations.google_ads.client import (
     DEV_ACCESS_TOKEN,
     DEV_DEVELOPER_TOKEN,
@@ -32,7 +33,6 @@ from switchyard.destinations.google_ads.client import (
     Member,
     job_consent,
     requests_for,
-    resolve_credential,
     row_errors,
 )
 from switchyard.destinations.google_ads.simulator import create_app
@@ -50,7 +50,14 @@ from switchyard.errors import (
     RateLimitedError,
 )
 from switchyard.identity.normalise import sha256_hex
-from switchyard.pipeline.checkpoints import Batch, Operation
+from tests.destinations.support import (
+    Opened,
+    RecordingLimiter,
+    SimControl,
+    batch,
+    remove,
+    upsert,
+)
 
 ENV = {"GOOGLE_ADS_DEVELOPER_TOKEN": "dev-token-123", "GOOGLE_ADS_ACCESS_TOKEN": "ya29.token"}
 ROOT = f"/v21/customers/{SIM_CUSTOMER_ID}"
@@ -93,18 +100,6 @@ def destination(
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation) -> Batch:
-    return Batch(chunk=0, number=0, operations=list(operations))
-
-
 class Recorder(httpx.AsyncBaseTransport):
     """Passes requests through to the simulator and keeps them."""
 
@@ -127,35 +122,10 @@ class Recorder(httpx.AsyncBaseTransport):
         return [orjson.loads(r.content) for r in self.requests if r.url.path.endswith(suffix)]
 
 
-class HoldingLimiter(RateLimiter):
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.holds: list[float] = []
-
-    def hold_for(self, seconds: float) -> None:
-        self.holds.append(seconds)
-        super().hold_for(seconds)
-
-
-class Sim:
+class Sim(SimControl):
     def __init__(self, app: Starlette) -> None:
-        self.app = app
-        self.wire = Recorder(httpx.ASGITransport(app=app))
-        self.control = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://sim"
-        )
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.control.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.control.get("/_sim/records")).json()["records"]
-        return result
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.control.get("/_sim/stats")).json()
-        return result
+        super().__init__(app, "http://sim")
+        self.wire = Recorder(self.transport)
 
 
 Connect = Callable[..., GoogleAdsClient]
@@ -165,12 +135,12 @@ Connect = Callable[..., GoogleAdsClient]
 async def sim() -> AsyncIterator[Sim]:
     simulator = Sim(create_app())
     yield simulator
-    await simulator.control.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
-    clients: list[GoogleAdsClient] = []
+    opened: Opened[GoogleAdsClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -187,12 +157,10 @@ async def connect(sim: Sim) -> AsyncIterator[Connect]:
             transport=transport or sim.wire,
             **options,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 # -- the round trip --------------------------------------------------------------------------
@@ -567,7 +535,7 @@ async def test_a_forced_429_is_rate_limited_with_retry_after_and_holds_the_limit
     sim: Sim, connect: Connect
 ) -> None:
     await sim.configure(force_status=[429], force_retry_after=1)
-    limiter = HoldingLimiter()
+    limiter = RecordingLimiter()
 
     with pytest.raises(RateLimitedError) as caught:
         await connect(limiter=limiter).send(batch(upsert("ada@example.com")), "key-0")
@@ -582,7 +550,7 @@ async def test_a_quota_error_without_retry_after_uses_googles_retry_delay(
     sim: Sim, connect: Connect
 ) -> None:
     await sim.configure(rate_limit={"requests": 1, "per_seconds": 30})
-    limiter = HoldingLimiter()
+    limiter = RecordingLimiter()
 
     with pytest.raises(RateLimitedError) as caught:
         await connect(limiter=limiter).send(batch(upsert("ada@example.com")), "key-0")
@@ -602,7 +570,7 @@ async def test_a_quota_error_naming_no_delay_backs_off_the_configured_default(
             429, json={"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota"}}
         )
 
-    limiter = HoldingLimiter()
+    limiter = RecordingLimiter()
     client = connect(
         destination(default_retry_after_seconds=7),
         limiter=limiter,

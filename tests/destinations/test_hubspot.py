@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -43,8 +42,8 @@ from switchyard.errors import (
     DestinationUnavailableError,
     RateLimitedError,
 )
-from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import Opened, SimControl, batch, remove, upsert
 
 SIM_URL = "http://hubspot.test"
 TOKEN_ENV = "CRM_HUBSPOT_TOKEN"
@@ -82,38 +81,11 @@ def destination(
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation, number: int = 0) -> Batch:
-    return Batch(chunk=0, number=number, operations=list(operations))
-
-
-class Sim:
+class Sim(SimControl):
     """The simulator in-process, and its control API."""
 
     def __init__(self, **options: Any) -> None:
-        self.transport = httpx.ASGITransport(app=create_app(**options))
-        self.control = httpx.AsyncClient(transport=self.transport, base_url=SIM_URL)
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.control.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, dict[str, Any]]:
-        result: dict[str, dict[str, Any]] = (await self.control.get("/_sim/records")).json()[
-            "records"
-        ]
-        return result
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.control.get("/_sim/stats")).json()
-        return result
+        super().__init__(create_app(**options), SIM_URL)
 
 
 Connect = Callable[..., HubSpotClient]
@@ -123,13 +95,13 @@ Connect = Callable[..., HubSpotClient]
 async def sim() -> AsyncIterator[Sim]:
     simulator = Sim()
     yield simulator
-    await simulator.control.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
     """Build clients of a simulator (the `sim` fixture's by default); closes them afterwards."""
-    clients: list[HubSpotClient] = []
+    opened: Opened[HubSpotClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -149,12 +121,10 @@ async def connect(sim: Sim) -> AsyncIterator[Connect]:
             transport=transport or (on or sim).transport,
             **options,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 # -- delivery and idempotency ------------------------------------------------------------------

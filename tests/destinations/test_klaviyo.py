@@ -49,8 +49,15 @@ from switchyard.errors import (
     RateLimitedError,
     RetryableError,
 )
-from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import (
+    Opened,
+    RecordingLimiter,
+    SimControl,
+    batch,
+    remove,
+    upsert,
+)
 
 KEY = "pk_test_3f9a1c"
 KEY_ENV = "KLAVIYO_TEST_KEY"
@@ -98,57 +105,9 @@ def destination(
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation) -> Batch:
-    return Batch(chunk=0, number=0, operations=list(operations))
-
-
-class RecordingLimiter(RateLimiter):
-    """A real limiter that also notes what the client told it."""
-
+class Simulator(SimControl):
     def __init__(self) -> None:
-        super().__init__(None)
-        self.acquired = 0
-        self.holds: list[float] = []
-        self.observed: list[tuple[int | None, float | None]] = []
-
-    async def acquire(self) -> None:
-        self.acquired += 1
-        await super().acquire()
-
-    def hold_for(self, seconds: float) -> None:
-        self.holds.append(seconds)
-        super().hold_for(seconds)
-
-    def observe(self, remaining: int | None, resets_in: float | None) -> None:
-        self.observed.append((remaining, resets_in))
-        super().observe(remaining, resets_in)
-
-
-class Simulator:
-    def __init__(self) -> None:
-        self.app = create_app(api_keys={KEY})
-        self.transport = httpx.ASGITransport(app=self.app)
-        self.http = httpx.AsyncClient(transport=self.transport, base_url=SIM_URL)
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.http.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/records")).json()["records"]
-        return result
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/stats")).json()
-        return result
+        super().__init__(create_app(api_keys={KEY}), SIM_URL)
 
     async def post(self, body: bytes, **headers: str) -> httpx.Response:
         sent = {
@@ -157,7 +116,7 @@ class Simulator:
             "content-type": "application/vnd.api+json",
             **headers,
         }
-        return await self.http.post(
+        return await self.control.post(
             JOBS, content=body, headers={k: v for k, v in sent.items() if v}
         )
 
@@ -169,12 +128,12 @@ Connect = Callable[..., KlaviyoClient]
 async def sim() -> AsyncIterator[Simulator]:
     simulator = Simulator()
     yield simulator
-    await simulator.http.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
-    clients: list[KlaviyoClient] = []
+    opened: Opened[KlaviyoClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -191,12 +150,10 @@ async def connect(sim: Simulator) -> AsyncIterator[Connect]:
             env=env,
             transport=transport,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 def import_document(*profiles: dict[str, Any], lists: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -35,9 +35,16 @@ from switchyard.errors import (
     RateLimitedError,
 )
 from switchyard.identity.normalise import hash_email, hash_name_for_meta, sha256_hex
-from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.simulators.control import FaultConfig
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import (
+    Opened,
+    RecordingLimiter,
+    SimControl,
+    batch,
+    remove,
+    upsert,
+)
 
 TOKEN = "EAAB-test-token"
 ENV = {"META_ACCESS_TOKEN": TOKEN}
@@ -78,62 +85,18 @@ def destination(
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode() if fields else None)
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation) -> Batch:
-    return Batch(chunk=0, number=0, operations=list(operations))
-
-
 def emails(n: int, start: int = 0) -> list[str]:
     return [f"person{i}@example.com" for i in range(start, start + n)]
 
 
-class RecordingLimiter(RateLimiter):
-    """The real limiter, noting what the client told it."""
-
-    def __init__(self) -> None:
-        super().__init__(None)
-        self.observed: list[tuple[int | None, float | None]] = []
-        self.held: list[float] = []
-
-    def observe(self, remaining: int | None, resets_in: float | None) -> None:
-        self.observed.append((remaining, resets_in))
-        super().observe(remaining, resets_in)
-
-    def hold_for(self, seconds: float) -> None:
-        self.held.append(seconds)
-        super().hold_for(seconds)
-
-
-class Sim:
+class Sim(SimControl):
     """The simulator in-process (optionally mounted under a prefix) and its control API."""
 
     def __init__(self, prefix: str = "", **options: Any) -> None:
         app = create_app(**options)
         served = Starlette(routes=[Mount(prefix, app=app)]) if prefix else app
-        self.transport = httpx.ASGITransport(app=served)
         self.base_url = SIM + prefix
-        self.control = httpx.AsyncClient(transport=self.transport, base_url=self.base_url)
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.control.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        answer: dict[str, Any] = (await self.control.get("/_sim/records")).json()
-        assert answer["count"] == len(answer["records"])
-        records: dict[str, Any] = answer["records"]
-        return records
-
-    async def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = (await self.control.get("/_sim/stats")).json()
-        return stats
+        super().__init__(served, self.base_url)
 
 
 Connect = Callable[..., MetaAudienceClient]
@@ -143,12 +106,12 @@ Connect = Callable[..., MetaAudienceClient]
 async def sim() -> AsyncIterator[Sim]:
     simulator = Sim(access_token=TOKEN)
     yield simulator
-    await simulator.control.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
-    clients: list[MetaAudienceClient] = []
+    opened: Opened[MetaAudienceClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -165,12 +128,10 @@ async def connect(sim: Sim) -> AsyncIterator[Connect]:
             env=env,
             transport=transport or sim.transport,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 # -- membership round trips ------------------------------------------------------------------
@@ -299,7 +260,7 @@ async def test_invalid_rows_meta_counts_but_does_not_name_are_found_by_resending
     stats = await stingy.stats()
     assert 1 < stats["requests"] <= 1 + PROBES
     assert set(await stingy.records()) == {email_hash(e) for e in people if e not in bad}
-    await stingy.control.aclose()
+    await stingy.aclose()
 
 
 async def test_without_resends_unnamed_invalid_rows_are_rejected_as_a_group_saying_so(
@@ -320,7 +281,7 @@ async def test_without_resends_unnamed_invalid_rows_are_rejected_as_a_group_sayi
     assert len(doubtful) == 7 and all("1 invalid entries among these 7" in r for r in doubtful)
     assert outcome.accepted == 0
     assert (await stingy.stats())["requests"] == 1
-    await stingy.control.aclose()
+    await stingy.aclose()
 
 
 # -- errors and rate limits ------------------------------------------------------------------
@@ -334,7 +295,7 @@ async def test_a_forced_429_raises_with_retry_after_and_holds_the_limiter(
     client = connect(limiter=limiter)
     with pytest.raises(RateLimitedError) as caught:
         await client.send(batch(upsert("a@example.com")), "b-1")
-    assert caught.value.retry_after == 1 and limiter.held == [1]
+    assert caught.value.retry_after == 1 and limiter.holds == [1]
     assert (await client.send(batch(upsert("a@example.com")), "b-1")).accepted == 1
     assert (await sim.stats())["early_retries"] == 0
 
@@ -349,7 +310,7 @@ async def test_an_empty_bucket_answers_meta_80003_with_the_usage_header(
     with pytest.raises(RateLimitedError, match="code 80003") as caught:
         await client.send(batch(upsert("b@example.com")), "b-2")
     # The simulator's seconds-precise Retry-After wins over the header's whole minutes.
-    assert caught.value.retry_after == 90 and limiter.held == [90]
+    assert caught.value.retry_after == 90 and limiter.holds == [90]
 
     raw = await sim.control.post(
         f"/v26.0/{AUDIENCE}/users",
@@ -383,7 +344,7 @@ async def test_a_throttle_without_retry_after_waits_the_regain_time_in_minutes(
     client = connect(limiter=limiter, transport=answering(400, throttled, usage_header(100, 3)))
     with pytest.raises(RateLimitedError) as caught:
         await client.send(batch(upsert("a@example.com")), "b-1")
-    assert caught.value.retry_after == 180 and 180 in limiter.held
+    assert caught.value.retry_after == 180 and 180 in limiter.holds
 
 
 @pytest.mark.parametrize("code", [4, 17, 32, 613, 80003, 80004])
@@ -406,7 +367,7 @@ async def test_the_usage_header_feeds_the_limiter_after_every_answer(
     limiter = RecordingLimiter()
     client = connect(limiter=limiter, transport=answering(200, spent, usage_header(100, 2)))
     assert (await client.send(batch(upsert("a@example.com")), "b-1")).accepted == 1
-    assert limiter.observed == [(0, 120)] and limiter.held == [120]
+    assert limiter.observed == [(0, 120)] and limiter.holds == [120]
 
 
 @pytest.mark.parametrize("status", [500, 503])
@@ -637,7 +598,7 @@ async def test_the_client_works_with_the_simulator_mounted_under_a_prefix(
     await client.preflight()
     assert (await client.send(batch(upsert("a@example.com")), "b-1")).accepted == 1
     assert set(await hub.records()) == {email_hash("a@example.com")}
-    await hub.control.aclose()
+    await hub.aclose()
 
 
 def test_the_registry_builds_client_and_simulator() -> None:

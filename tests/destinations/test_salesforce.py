@@ -7,7 +7,6 @@ simulator's control API (`/_sim/records`, `/_sim/stats`).
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -30,7 +29,6 @@ from switchyard.catalog.models import (
     Identifier,
     TraitType,
 )
-from switchyard.delivery import ratelimit
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations import registry
 from switchyard.destinations.salesforce import bulk
@@ -50,9 +48,11 @@ from switchyard.errors import (
     DestinationUnavailableError,
     RateLimitedError,
 )
-from switchyard.pipeline.checkpoints import Batch, Operation
+from switchyard.pipeline.checkpoints import Operation
 from switchyard.simulators.control import FaultConfig
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import Opened, SimControl, batch, remove, upsert
+from tests.support.limiter_time import FakeTime, fake_limiter_time
 
 TOKEN = "00Dxx0000001gPF!test-session"
 TOKEN_ENV = "SF_TEST_TOKEN"
@@ -92,41 +92,15 @@ def destination(instance_url: str = SIM, **config: Any) -> Destination:
     )
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation) -> Batch:
-    return Batch(chunk=0, number=0, operations=list(operations))
-
-
 def people(count: int, start: int = 0) -> list[Operation]:
     return [
         upsert(f"p{n}@example.com", LastName=f"Person {n}") for n in range(start, start + count)
     ]
 
 
-class Simulator:
+class Simulator(SimControl):
     def __init__(self, config: FaultConfig | None = None) -> None:
-        self.app = create_app(config, access_token=TOKEN)
-        self.transport = httpx.ASGITransport(app=self.app)
-        self.http = httpx.AsyncClient(transport=self.transport, base_url=SIM)
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.http.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
-
-    async def records(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/records")).json()["records"]
-        return result
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.http.get("/_sim/stats")).json()
-        return result
+        super().__init__(create_app(config, access_token=TOKEN), SIM)
 
 
 Connect = Callable[..., SalesforceClient]
@@ -136,12 +110,12 @@ Connect = Callable[..., SalesforceClient]
 async def sim() -> AsyncIterator[Simulator]:
     simulator = Simulator()
     yield simulator
-    await simulator.http.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
-    clients: list[SalesforceClient] = []
+    opened: Opened[SalesforceClient] = Opened()
 
     def make(
         limiter: RateLimiter | None = None,
@@ -158,43 +132,15 @@ async def connect(sim: Simulator) -> AsyncIterator[Connect]:
             env=env,
             transport=transport,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
-
-
-class FakeClock:
-    """The limiter's clock and sleep: time moves only when it sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-class _AsyncioWithFakeSleep:
-    def __init__(self, clock: FakeClock) -> None:
-        self.sleep = clock.sleep
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
+    await opened.aclose()
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(ratelimit, "asyncio", _AsyncioWithFakeSleep(fake))
-    return fake
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    return fake_limiter_time(monkeypatch)
 
 
 # -- sObject Collections -----------------------------------------------------------------------
@@ -429,7 +375,7 @@ async def test_the_simulator_fails_a_job_whose_header_lacks_the_external_id(
     sim: Simulator,
 ) -> None:
     job = (
-        await sim.http.post(
+        await sim.control.post(
             f"{DATA}/jobs/ingest",
             headers=AUTH,
             json={"object": "Contact", "externalIdFieldName": "Email", "operation": "upsert"},
@@ -439,13 +385,13 @@ async def test_the_simulator_fails_a_job_whose_header_lacks_the_external_id(
         "Open",
         f"services/data/v60.0/jobs/ingest/{job['id']}/batches",
     )
-    upload = await sim.http.put(
+    upload = await sim.control.put(
         f"{DATA}/jobs/ingest/{job['id']}/batches",
         headers={**AUTH, "Content-Type": "text/csv"},
         content=b"LastName\nLovelace\n",
     )
     assert upload.status_code == 201
-    closed = await sim.http.patch(
+    closed = await sim.control.patch(
         f"{DATA}/jobs/ingest/{job['id']}", headers=AUTH, json={"state": "UploadComplete"}
     )
     assert closed.json()["state"] == "Failed"
@@ -456,7 +402,7 @@ async def test_the_simulator_fails_a_job_whose_header_lacks_the_external_id(
 
 
 async def test_a_forced_429_is_rate_limiting_with_retry_after_and_holds_the_limiter(
-    sim: Simulator, connect: Connect, clock: FakeClock
+    sim: Simulator, connect: Connect, clock: FakeTime
 ) -> None:
     await sim.configure(force_status=[429], force_retry_after=1)
     limiter = RateLimiter(None, clock=clock)
@@ -471,7 +417,7 @@ async def test_a_forced_429_is_rate_limiting_with_retry_after_and_holds_the_limi
 
 
 async def test_over_the_limit_salesforce_answers_403_and_that_is_rate_limiting(
-    sim: Simulator, connect: Connect, clock: FakeClock
+    sim: Simulator, connect: Connect, clock: FakeTime
 ) -> None:
     await sim.configure(rate_limit={"requests": 1, "per_seconds": 60})
     limiter = RateLimiter(None, clock=clock)
@@ -487,7 +433,7 @@ async def test_over_the_limit_salesforce_answers_403_and_that_is_rate_limiting(
 
 
 async def test_a_403_limit_without_retry_after_waits_limit_hold_seconds(
-    connect: Connect, clock: FakeClock
+    connect: Connect, clock: FakeTime
 ) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = [{"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}]
@@ -505,7 +451,7 @@ async def test_a_403_limit_without_retry_after_waits_limit_hold_seconds(
 
 
 async def test_spent_api_usage_holds_every_sender_before_the_next_request(
-    sim: Simulator, connect: Connect, clock: FakeClock
+    sim: Simulator, connect: Connect, clock: FakeTime
 ) -> None:
     await sim.configure(rate_limit={"requests": 2, "per_seconds": 3600})
     limiter = RateLimiter(None, clock=clock)
@@ -530,8 +476,8 @@ def test_api_usage_is_read_from_sforce_limit_info() -> None:
 
 
 async def test_every_answer_reports_api_usage(sim: Simulator) -> None:
-    await sim.http.get(f"{DATA}/limits", headers=AUTH)
-    response = await sim.http.get(f"{DATA}/limits", headers=AUTH)
+    await sim.control.get(f"{DATA}/limits", headers=AUTH)
+    response = await sim.control.get(f"{DATA}/limits", headers=AUTH)
 
     assert response.headers["Sforce-Limit-Info"] == "api-usage=2/5000000"
     assert response.json()["DailyApiRequests"] == {"Max": 5_000_000, "Remaining": 4_999_998}
@@ -586,13 +532,13 @@ async def test_the_simulator_speaks_salesforces_errors(sim: Simulator) -> None:
     path = f"{DATA}/composite/sobjects/Contact/Email"
     record = {"attributes": {"type": "Contact"}, "Email": "a@example.com"}
 
-    too_many = await sim.http.patch(path, headers=AUTH, json={"records": [record] * 201})
-    no_token = await sim.http.patch(path, json={"records": [record]})
-    untyped = await sim.http.patch(path, headers=AUTH, json={"records": [{"Email": "x"}]})
-    no_key = await sim.http.patch(
+    too_many = await sim.control.patch(path, headers=AUTH, json={"records": [record] * 201})
+    no_token = await sim.control.patch(path, json={"records": [record]})
+    untyped = await sim.control.patch(path, headers=AUTH, json={"records": [{"Email": "x"}]})
+    no_key = await sim.control.patch(
         path, headers=AUTH, json={"records": [{"attributes": {"type": "Contact"}}]}
     )
-    bad_soql = await sim.http.get(f"{DATA}/query", headers=AUTH, params={"q": "SELEC Id"})
+    bad_soql = await sim.control.get(f"{DATA}/query", headers=AUTH, params={"q": "SELEC Id"})
 
     assert too_many.status_code == 400
     assert too_many.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
@@ -614,7 +560,7 @@ async def test_all_or_none_rolls_back_the_whole_request(sim: Simulator) -> None:
         for key in ("a@example.com", "b@example.com")
     ]
 
-    response = await sim.http.patch(
+    response = await sim.control.patch(
         f"{DATA}/composite/sobjects/Contact/Email",
         headers=AUTH,
         json={"allOrNone": True, "records": records},
@@ -630,9 +576,9 @@ async def test_query_pages_follow_next_records_url(sim: Simulator, connect: Conn
     await client.send(batch(*people(2500)), "key-0")
 
     first = (
-        await sim.http.get(f"{DATA}/query", headers=AUTH, params={"q": "SELECT Id FROM Contact"})
+        await sim.control.get(f"{DATA}/query", headers=AUTH, params={"q": "SELECT Id FROM Contact"})
     ).json()
-    rest = (await sim.http.get(first["nextRecordsUrl"], headers=AUTH)).json()
+    rest = (await sim.control.get(first["nextRecordsUrl"], headers=AUTH)).json()
 
     assert (first["totalSize"], first["done"], len(first["records"])) == (2500, False, 2000)
     assert (rest["done"], len(rest["records"])) == (True, 500)

@@ -45,6 +45,7 @@ from switchyard.errors import (
 from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.settings import DEV_WEBHOOK_SECRET
 from switchyard.simulators.server import run_in_thread
+from tests.destinations.support import Opened, SimControl, batch, remove, upsert
 from tests.support.catalogs import webhook_plan
 
 SECRET = "crm-hook-secret-3f9a"
@@ -58,36 +59,15 @@ def destination(url: str = SIM_URL, timeout: float = 30, **contract: Any) -> Des
     return webhook_plan(url=url, **contract).destination.model_copy(update={"config": config})
 
 
-def upsert(key: str, **fields: Any) -> Operation:
-    return Operation("upsert", key, orjson.dumps(fields).decode())
-
-
-def remove(key: str) -> Operation:
-    return Operation("remove", key, None)
-
-
-def batch(*operations: Operation, number: int = 0) -> Batch:
-    return Batch(chunk=0, number=number, operations=list(operations))
-
-
-class Simulator:
-    """The simulator in-process, and its control API."""
+class Simulator(SimControl):
+    """The simulator in-process, and its control API (records and log per hook)."""
 
     def __init__(self, config: SimulatorConfig) -> None:
-        self.transport = httpx.ASGITransport(app=create_app(config, freeze_gc=False))
-        self.control = httpx.AsyncClient(transport=self.transport, base_url="http://sim")
-
-    async def configure(self, **patch: Any) -> None:
-        response = await self.control.put("/_sim/config", json=patch)
-        assert response.status_code == 200, response.text
+        super().__init__(create_app(config, freeze_gc=False), "http://sim")
 
     async def records(self, hook: str = "crm") -> dict[str, Any]:
         result: dict[str, Any] = (await self.control.get(f"/_sim/hooks/{hook}/records")).json()
         return result["records"]
-
-    async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self.control.get("/_sim/stats")).json()
-        return result
 
     async def log(self, hook: str = "crm") -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = (await self.control.get(f"/_sim/hooks/{hook}/log")).json()
@@ -101,13 +81,13 @@ Connect = Callable[..., WebhookClient]
 async def sim() -> AsyncIterator[Simulator]:
     simulator = Simulator(SimulatorConfig(secret=SECRET))
     yield simulator
-    await simulator.control.aclose()
+    await simulator.aclose()
 
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
     """Build clients of the in-process simulator (by default); closes them afterwards."""
-    clients: list[WebhookClient] = []
+    opened: Opened[WebhookClient] = Opened()
 
     def make(
         dest: Destination | None = None,
@@ -124,12 +104,10 @@ async def connect(sim: Simulator) -> AsyncIterator[Connect]:
             env=env,
             transport=transport,
         )
-        clients.append(client)
-        return client
+        return opened.keep(client)
 
     yield make
-    for client in clients:
-        await client.aclose()
+    await opened.aclose()
 
 
 class FakeTime:
@@ -486,7 +464,7 @@ async def test_development_falls_back_to_the_dev_secret(connect: Connect) -> Non
         client = connect(env={}, transport=dev.transport)
         outcome = await client.send(batch(upsert("a@example.com", v=1)), "key-0")
     finally:
-        await dev.control.aclose()
+        await dev.aclose()
 
     assert outcome.accepted == 1
 

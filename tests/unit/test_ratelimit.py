@@ -4,54 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 import pytest
 
 from switchyard.catalog.models import RateLimit
-from switchyard.delivery import ratelimit
 from switchyard.delivery.ratelimit import RateLimiter, RateLimiters
-
-
-class FakeTime:
-    """A monotonic clock that the limiter's sleeps advance, and a record of those sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        assert len(self.sleeps) < 10_000, "the limiter is spinning"
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await _real_sleep(0)
-
-    @property
-    def slept(self) -> float:
-        return sum(self.sleeps)
-
-
-_real_sleep = asyncio.sleep
-
-
-class _AsyncioWithFakeSleep:
-    """`asyncio` as the limiter module sees it, with only `sleep` replaced."""
-
-    def __init__(self, time: FakeTime) -> None:
-        self.sleep = time.sleep
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
+from tests.support.limiter_time import FakeTime, fake_limiter_time
 
 
 @pytest.fixture
 def time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr(ratelimit, "asyncio", _AsyncioWithFakeSleep(fake))
-    return fake
+    return fake_limiter_time(monkeypatch)
 
 
 async def grants(limiter: RateLimiter, time: FakeTime, n: int) -> list[float]:
