@@ -8,13 +8,15 @@ vendor paths, the way its `connect` fixture builds a client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import orjson
 from starlette.types import ASGIApp
 
+from switchyard.catalog.models import Destination
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.pipeline.checkpoints import Batch, Operation
 
@@ -110,3 +112,43 @@ class Opened(Generic[C]):
     async def aclose(self) -> None:
         for client in self._clients:
             await client.aclose()
+
+
+@asynccontextmanager
+async def connector(
+    client_class: Callable[..., C],
+    sync: str,
+    *,
+    default_destination: Callable[[], Destination],
+    default_env: Mapping[str, str] | None,
+    default_transport: httpx.AsyncBaseTransport,
+    default_limiter: Callable[[], RateLimiter] = lambda: RateLimiter(None),
+) -> AsyncIterator[Callable[..., C]]:
+    """A `connect` fixture's factory: clients built as the registry builds them, on the
+    simulator's transport unless a test names another (`transport=None`: the network),
+    all closed when the test ends."""
+    opened: Opened[C] = Opened()
+
+    def make(
+        dest: Destination | None = None,
+        limiter: RateLimiter | None = None,
+        environment: str = "development",
+        env: Mapping[str, str] | None = default_env,
+        transport: httpx.AsyncBaseTransport | None = default_transport,
+        **options: Any,
+    ) -> C:
+        client = client_class(
+            dest or default_destination(),
+            sync,
+            limiter or default_limiter(),
+            environment=environment,
+            env=env,
+            transport=transport,
+            **options,
+        )
+        return opened.keep(client)
+
+    try:
+        yield make
+    finally:
+        await opened.aclose()

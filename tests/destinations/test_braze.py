@@ -25,7 +25,6 @@ from switchyard.catalog.models import (
     Identifier,
     TraitType,
 )
-from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations import registry
 from switchyard.destinations.braze.client import (
     DEV_API_KEY,
@@ -45,10 +44,10 @@ from switchyard.errors import (
 )
 from switchyard.simulators.server import run_in_thread
 from tests.destinations.support import (
-    Opened,
     RecordingLimiter,
     SimControl,
     batch,
+    connector,
     remove,
     upsert,
 )
@@ -109,27 +108,15 @@ async def sim() -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
-    opened: Opened[BrazeClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        env: dict[str, str] | None = None,
-        **options: Any,
-    ) -> BrazeClient:
-        client = BrazeClient(
-            dest or destination(),
-            "test_sync",
-            limiter or RecordingLimiter(waits=False),
-            env=ENV if env is None else env,
-            transport=transport or sim.transport,
-            **options,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        BrazeClient,
+        "test_sync",
+        default_destination=destination,
+        default_env=ENV,
+        default_transport=sim.transport,
+        default_limiter=lambda: RecordingLimiter(waits=False),
+    ) as make:
+        yield make
 
 
 def capture(

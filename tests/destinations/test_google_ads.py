@@ -51,10 +51,10 @@ from switchyard.errors import (
 )
 from switchyard.identity.normalise import sha256_hex
 from tests.destinations.support import (
-    Opened,
     RecordingLimiter,
     SimControl,
     batch,
+    connector,
     remove,
     upsert,
 )
@@ -140,27 +140,14 @@ async def sim() -> AsyncIterator[Sim]:
 
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
-    opened: Opened[GoogleAdsClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        **options: Any,
-    ) -> GoogleAdsClient:
-        client = GoogleAdsClient(
-            dest or destination(),
-            "ads_sync",
-            limiter or RateLimiter(None),
-            "development",
-            ENV,
-            transport=transport or sim.wire,
-            **options,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        GoogleAdsClient,
+        "ads_sync",
+        default_destination=destination,
+        default_env=ENV,
+        default_transport=sim.wire,
+    ) as make:
+        yield make
 
 
 # -- the round trip --------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from switchyard.errors import (
     RateLimitedError,
 )
 from switchyard.simulators.server import run_in_thread
-from tests.destinations.support import Opened, SimControl, batch, remove, upsert
+from tests.destinations.support import SimControl, batch, connector, remove, upsert
 
 SIM_URL = "http://hubspot.test"
 TOKEN_ENV = "CRM_HUBSPOT_TOKEN"
@@ -101,30 +101,14 @@ async def sim() -> AsyncIterator[Sim]:
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
     """Build clients of a simulator (the `sim` fixture's by default); closes them afterwards."""
-    opened: Opened[HubSpotClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        on: Sim | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        environment: str = "development",
-        env: dict[str, str] | None = ENV,
-        **options: Any,
-    ) -> HubSpotClient:
-        client = HubSpotClient(
-            dest or destination(),
-            "test_sync",
-            limiter or RateLimiter(None),
-            environment=environment,
-            env=env,
-            transport=transport or (on or sim).transport,
-            **options,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        HubSpotClient,
+        "test_sync",
+        default_destination=destination,
+        default_env=ENV,
+        default_transport=sim.transport,
+    ) as make:
+        yield make
 
 
 # -- delivery and idempotency ------------------------------------------------------------------
@@ -239,7 +223,7 @@ async def test_a_batch_failed_by_one_bad_value_is_halved_until_that_row_stands_a
 async def test_a_property_the_account_lacks_is_fatal_without_halving(connect: Connect) -> None:
     strict = Sim(properties=["plan"])
     fields = [FieldMapping(name="plan", source="plan"), FieldMapping(name="tier", source="tier")]
-    client = connect(destination(fields=fields), on=strict)
+    client = connect(destination(fields=fields), transport=strict.transport)
 
     with pytest.raises(DestinationRefusedError, match="no contact property tier"):
         await client.send(
@@ -386,13 +370,15 @@ async def test_a_429_without_retry_after_waits_for_the_window(sim: Sim, connect:
 async def test_the_daily_limit_holds_senders_for_an_hour(connect: Connect) -> None:
     daily = Sim(daily_limit=1)
     limiter = RateLimiter(None)
-    await connect(limiter=limiter, on=daily).send(batch(upsert("a@example.com")), "b-1")
+    await connect(limiter=limiter, transport=daily.transport).send(
+        batch(upsert("a@example.com")), "b-1"
+    )
 
     # Daily-Remaining: 0 on that answer: nobody sends until it has reset.
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(limiter.acquire(), 0.2)
     with pytest.raises(RateLimitedError) as raised:
-        await connect(on=daily).send(batch(upsert("b@example.com")), "b-2")
+        await connect(transport=daily.transport).send(batch(upsert("b@example.com")), "b-2")
     assert raised.value.retry_after == 3600.0
     assert "DAILY" in str(raised.value)
 
@@ -419,7 +405,7 @@ async def test_a_wrong_token_is_fatal_and_names_the_variable_not_the_token(
 ) -> None:
     guarded = Sim(token="the-right-token")
     with pytest.raises(DestinationRefusedError) as raised:
-        await connect(on=guarded).send(batch(upsert("a@example.com")), "b")
+        await connect(transport=guarded.transport).send(batch(upsert("a@example.com")), "b")
     assert raised.value.status == 401
     assert TOKEN_ENV in str(raised.value) and TOKEN not in str(raised.value)
 
@@ -513,7 +499,7 @@ def test_the_token_comes_from_the_named_variable() -> None:
 
 async def test_the_token_is_sent_as_a_bearer_token(connect: Connect) -> None:
     guarded = Sim(token=TOKEN)
-    outcome = await connect(on=guarded).send(batch(upsert("a@example.com")), "b")
+    outcome = await connect(transport=guarded.transport).send(batch(upsert("a@example.com")), "b")
     assert outcome.accepted == 1
 
 
@@ -522,7 +508,7 @@ async def test_preflight_passes_for_email_and_for_a_unique_custom_property(
 ) -> None:
     await connect().preflight()
     account = Sim(properties=["customer_id"], unique_properties=["customer_id"])
-    await connect(destination(identifier="customer_id"), on=account).preflight()
+    await connect(destination(identifier="customer_id"), transport=account.transport).preflight()
 
 
 @pytest.mark.parametrize(
@@ -535,14 +521,14 @@ async def test_preflight_passes_for_email_and_for_a_unique_custom_property(
 async def test_preflight_refuses_an_identifier_hubspot_cannot_upsert_by(
     connect: Connect, identifier: str, options: dict[str, Any], message: str
 ) -> None:
-    client = connect(destination(identifier=identifier), on=Sim(**options))
+    client = connect(destination(identifier=identifier), transport=Sim(**options).transport)
     with pytest.raises(DestinationConfigError, match=message):
         await client.preflight()
 
 
 async def test_preflight_with_a_refused_token_is_fatal(connect: Connect) -> None:
     with pytest.raises(DestinationRefusedError):
-        await connect(on=Sim(token="another")).preflight()
+        await connect(transport=Sim(token="another").transport).preflight()
 
 
 # -- served as the hub and the registry serve it -----------------------------------------------

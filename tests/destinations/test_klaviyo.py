@@ -26,7 +26,6 @@ from switchyard.catalog.models import (
     SyncMode,
     TraitType,
 )
-from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations import registry
 from switchyard.destinations.klaviyo.client import (
     KlaviyoClient,
@@ -51,10 +50,10 @@ from switchyard.errors import (
 )
 from switchyard.simulators.server import run_in_thread
 from tests.destinations.support import (
-    Opened,
     RecordingLimiter,
     SimControl,
     batch,
+    connector,
     remove,
     upsert,
 )
@@ -133,27 +132,14 @@ async def sim() -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
-    opened: Opened[KlaviyoClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        environment: str = "development",
-        env: dict[str, str] | None = ENV,
-        transport: httpx.AsyncBaseTransport | None = sim.transport,
-    ) -> KlaviyoClient:
-        client = KlaviyoClient(
-            dest or destination(),
-            "newsletter_sync",
-            limiter or RateLimiter(None),
-            environment=environment,
-            env=env,
-            transport=transport,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        KlaviyoClient,
+        "newsletter_sync",
+        default_destination=destination,
+        default_env=ENV,
+        default_transport=sim.transport,
+    ) as make:
+        yield make
 
 
 def import_document(*profiles: dict[str, Any], lists: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -38,10 +38,10 @@ from switchyard.identity.normalise import hash_email, hash_name_for_meta, sha256
 from switchyard.simulators.control import FaultConfig
 from switchyard.simulators.server import run_in_thread
 from tests.destinations.support import (
-    Opened,
     RecordingLimiter,
     SimControl,
     batch,
+    connector,
     remove,
     upsert,
 )
@@ -111,27 +111,14 @@ async def sim() -> AsyncIterator[Sim]:
 
 @pytest.fixture
 async def connect(sim: Sim) -> AsyncIterator[Connect]:
-    opened: Opened[MetaAudienceClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        env: dict[str, str] | None = ENV,
-        environment: str = "development",
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> MetaAudienceClient:
-        client = MetaAudienceClient(
-            dest or destination(sim.base_url),
-            "meta_sync",
-            limiter or RateLimiter(None),
-            environment=environment,
-            env=env,
-            transport=transport or sim.transport,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        MetaAudienceClient,
+        "meta_sync",
+        default_destination=lambda: destination(sim.base_url),
+        default_env=ENV,
+        default_transport=sim.transport,
+    ) as make:
+        yield make
 
 
 # -- membership round trips ------------------------------------------------------------------

@@ -45,7 +45,7 @@ from switchyard.errors import (
 from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.settings import DEV_WEBHOOK_SECRET
 from switchyard.simulators.server import run_in_thread
-from tests.destinations.support import Opened, SimControl, batch, remove, upsert
+from tests.destinations.support import SimControl, batch, connector, remove, upsert
 from tests.support.catalogs import webhook_plan
 
 SECRET = "crm-hook-secret-3f9a"
@@ -87,27 +87,14 @@ async def sim() -> AsyncIterator[Simulator]:
 @pytest.fixture
 async def connect(sim: Simulator) -> AsyncIterator[Connect]:
     """Build clients of the in-process simulator (by default); closes them afterwards."""
-    opened: Opened[WebhookClient] = Opened()
-
-    def make(
-        dest: Destination | None = None,
-        limiter: RateLimiter | None = None,
-        environment: str = "development",
-        env: dict[str, str] | None = ENV,
-        transport: httpx.AsyncBaseTransport | None = sim.transport,
-    ) -> WebhookClient:
-        client = WebhookClient(
-            dest or destination(),
-            "test_sync",
-            limiter or RateLimiter(None),
-            environment=environment,
-            env=env,
-            transport=transport,
-        )
-        return opened.keep(client)
-
-    yield make
-    await opened.aclose()
+    async with connector(
+        WebhookClient,
+        "test_sync",
+        default_destination=destination,
+        default_env=ENV,
+        default_transport=sim.transport,
+    ) as make:
+        yield make
 
 
 class FakeTime:
