@@ -36,6 +36,7 @@ from switchyard.catalog.models import (
     Sync,
     Trait,
     TraitType,
+    spec_mismatches,
 )
 from switchyard.catalog.problems import (
     CatalogError,
@@ -117,7 +118,8 @@ def _section(doc: Document, key: str, *, many: bool) -> Iterator[tuple[DocPath, 
 
 def _validate(doc: Document, path: DocPath, model: type[M], data: Any) -> M | None:
     try:
-        return model.model_validate(data)
+        # Destinations are checked against their spec in `_check`, problem by problem.
+        return model.model_validate(data, context={"defer_spec_checks": True})
     except ValidationError as exc:
         hidden = frozenset(p[len(path) :] for p in doc.from_env if p[: len(path)] == path)
         for found in explain_validation_error(exc, model, data, hidden=hidden):
@@ -221,6 +223,9 @@ def _check(loaded: Loaded) -> None:
         _check_sql(audience)
     for destination in loaded.destinations.written:
         _check_contract(destination, loaded.traits)
+        if isinstance(destination.model, Destination):
+            for path, message, fix in spec_mismatches(destination.model):
+                destination.problem(path, message, fix)
     for sync in loaded.syncs.written:
         _check_sync(sync, loaded)
 

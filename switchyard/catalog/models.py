@@ -12,7 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Union
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from switchyard.catalog.base import Name, Strict
 from switchyard.destinations import registry
@@ -198,31 +198,62 @@ class Destination(Strict):
         return registry.spec_for(self.kind)
 
     @model_validator(mode="after")
-    def _fits_the_destination(self) -> Destination:
-        """The contract must ask only for what this kind of destination can do."""
-        spec, contract = self.spec, self.contract
-        if contract.batch_size > spec.max_batch_size:
-            raise ValueError(
-                f"contract.batch_size {contract.batch_size} is above {spec.title}'s limit of "
-                f"{spec.max_batch_size} records per request"
-            )
-        if spec.identifiers and contract.identifier.name not in spec.identifiers:
-            raise ValueError(
-                f"{spec.title} matches records on {', '.join(sorted(spec.identifiers))}, "
-                f"not {contract.identifier.name!r} (contract.identifier.name)"
-            )
-        if contract.sync_mode is SyncMode.MIRROR and Operation.REMOVE not in spec.operations:
-            raise ValueError(
-                f"sync_mode mirror removes rows that leave, and {spec.title} cannot remove; "
-                "use sync_mode: upsert"
-            )
-        if_empty = [m.name for m in contract.fields if m.write is WriteRule.IF_EMPTY]
-        if if_empty and not spec.set_if_empty:
-            raise ValueError(
-                f"{spec.title} cannot read a field before writing it, so `write: if_empty` "
-                f"cannot be honoured (fields: {', '.join(if_empty)})"
-            )
+    def _fits_the_destination(self, info: ValidationInfo) -> Destination:
+        """The contract must ask only for what this kind of destination can do.
+
+        The catalog loader defers this (context `defer_spec_checks`) to report each
+        mismatch at its own line; built any other way, the first mismatch is an error.
+        """
+        if not (info.context or {}).get("defer_spec_checks"):
+            for _, message, fix in spec_mismatches(self):
+                raise ValueError(f"{message}; {fix}")
         return self
+
+
+SpecMismatch = tuple[tuple[str, ...], str, str]
+
+
+def spec_mismatches(destination: Destination) -> list[SpecMismatch]:
+    """Where a destination's contract asks for more than its kind can do: (path, problem, fix)."""
+    spec, contract = destination.spec, destination.contract
+    found: list[SpecMismatch] = []
+    if contract.batch_size > spec.max_batch_size:
+        found.append(
+            (
+                ("contract", "batch_size"),
+                f"batch_size {contract.batch_size} is above {spec.title}'s limit of "
+                f"{spec.max_batch_size} records per request",
+                f"use at most {spec.max_batch_size}",
+            )
+        )
+    if spec.identifiers and contract.identifier.name not in spec.identifiers:
+        found.append(
+            (
+                ("contract", "identifier", "name"),
+                f"{spec.title} matches records on {', '.join(sorted(spec.identifiers))}, "
+                f"not {contract.identifier.name!r}",
+                f"use one of: {', '.join(sorted(spec.identifiers))}",
+            )
+        )
+    if contract.sync_mode is SyncMode.MIRROR and Operation.REMOVE not in spec.operations:
+        found.append(
+            (
+                ("contract", "sync_mode"),
+                f"sync_mode mirror removes rows that leave, and {spec.title} cannot remove",
+                "use sync_mode: upsert",
+            )
+        )
+    if_empty = [m.name for m in contract.fields if m.write is WriteRule.IF_EMPTY]
+    if if_empty and not spec.set_if_empty:
+        found.append(
+            (
+                ("contract", "fields"),
+                f"{spec.title} cannot read a field before writing it, so `write: if_empty` "
+                f"cannot be honoured (fields: {', '.join(if_empty)})",
+                "drop `write: if_empty` from those fields",
+            )
+        )
+    return found
 
 
 class Sync(Strict):

@@ -471,3 +471,36 @@ def test_cli_show_unknown_sync() -> None:
     result = runner.invoke(app, ["show", "high_value_to_cr", "--catalog", str(EXAMPLE)])
     assert result.exit_code == 1
     assert "did you mean 'high_value_to_crm'?" in result.output
+
+
+# --- contracts against the destination's spec -----------------------------------------------
+
+HUBSPOT = "destinations/hubspot_contacts.yaml"
+META = "destinations/meta_high_value.yaml"
+
+
+def test_a_batch_bigger_than_the_destination_takes_is_reported_at_its_line(root: Path) -> None:
+    edit(root, HUBSPOT, "batch_size: 100", "batch_size: 500")
+    problem = one(root)
+    at(problem, root, HUBSPOT, 20, "destination.contract.batch_size")
+    assert "limit of 100 records per request" in problem.message
+    assert problem.fix == "use at most 100"
+
+
+def test_an_identifier_the_destination_cannot_match_on_is_reported(root: Path) -> None:
+    edit(root, META, "identifier: {name: email,", "identifier: {name: external_id,")
+    problem = one(root)
+    at(problem, root, META, 12, "destination.contract.identifier.name")
+    assert problem.fix == "use one of: email, phone"
+
+
+def test_write_if_empty_needs_a_destination_that_reads_first(root: Path) -> None:
+    edit(
+        root,
+        "destinations/braze_users.yaml",
+        "type: timestamp}",
+        "type: timestamp, write: if_empty}",
+    )
+    problem = one(root)
+    assert problem.location == "destination.contract.fields"
+    assert "cannot be honoured (fields: last_order_at)" in problem.message
