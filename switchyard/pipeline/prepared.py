@@ -3,7 +3,7 @@ reused for as long as its raw values stay the same; after fetch, the run's snaps
 
 Normalising (regexes over emails and phones), checking and rendering payloads are most of
 planning's cost, and they depend only on a row's raw values and the contract. So each sync
-keeps `prep_<sync>_<fingerprint>`: for every row of its latest snapshot, keyed by
+keeps `prep_<sync>_<fingerprint>`: for every distinct row of its latest snapshot, keyed by
 profile_id and a hash of the row's raw values (`_raw`), the normalised sent fields
 (`f<i>`), which optional fields failed their check and were dropped (`d<i>`), the
 normalised suppression identifiers, the row's own invalid reason and its payload hash. A run
