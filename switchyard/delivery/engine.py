@@ -12,13 +12,14 @@ import hashlib
 from collections.abc import Callable
 from typing import TypeVar
 
-from switchyard.destinations.base import BatchOutcome, DestinationClient
+from switchyard.destinations.base import BatchOutcome, DestinationClient, RendersInWarehouse
 from switchyard.pipeline.checkpoints import (
     Ack,
     Batch,
     acked_batches,
     chunk_totals,
     read_chunk,
+    read_rendered_chunk,
     record_acks,
 )
 from switchyard.runs import ChunkResult, RunRef
@@ -101,7 +102,7 @@ async def deliver_chunk(
     """
     result = ChunkResult(chunk=chunk)
     async with _Checkpointer(warehouse) as store:
-        batches = await store.run(lambda s: read_chunk(s, run, chunk))
+        batches = await store.run(lambda s: _read(s, client, run, chunk))
         done = await store.run(lambda s: acked_batches(s, run, chunk))
         todo = [b for b in batches if b.number not in done and b.number > resume_after]
         result.skipped_batches = len(batches) - len(todo)
@@ -135,6 +136,12 @@ async def deliver_chunk(
         totals = await store.run(lambda s: chunk_totals(s, run, chunk))
     result.batches, result.sent, result.accepted, result.rejected = totals
     return result
+
+
+def _read(session: Session, client: DestinationClient, run: RunRef, chunk: int) -> list[Batch]:
+    if isinstance(client, RendersInWarehouse):
+        return read_rendered_chunk(session, run, chunk, client.item_sql(session.dialect))
+    return read_chunk(session, run, chunk)
 
 
 def _contiguous(numbers: set[int]) -> int:

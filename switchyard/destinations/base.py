@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from switchyard.pipeline.checkpoints import Batch
+from switchyard.warehouse.base import Dialect
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,15 @@ class CompletesRuns(Protocol):
     """
 
     async def complete_run(self, run_id: str) -> None: ...
+
+
+@runtime_checkable
+class RendersInWarehouse(Protocol):
+    """Destinations whose request items the warehouse can render, in SQL, implement this.
+
+    `item_sql` returns an expression over a change row's `op`, `key` and `fields` (the
+    payload's JSON text) that renders the row as the destination's item; batches then
+    arrive with `rendered` set (the items, comma-joined) and `keys`, not `operations`.
+    """
+
+    def item_sql(self, dialect: Dialect) -> str: ...

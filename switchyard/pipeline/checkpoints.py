@@ -26,6 +26,17 @@ class Batch:
     operations: list[Operation] = field(default_factory=list)
     # The run it belongs to: destinations that write per run (file exports) name files by it.
     run_id: str = ""
+    # Set instead of `operations` when the warehouse rendered the batch for the destination
+    # (`read_rendered_chunk`): each row's item text, comma-joined in order, and the rows' keys.
+    rendered: str | None = None
+    keys: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.keys) if self.keys is not None else len(self.operations)
+
+    def key_at(self, index: int) -> str:
+        return self.keys[index] if self.keys is not None else self.operations[index].key
 
 
 def read_chunk(session: Session, run: RunRef, chunk: int) -> list[Batch]:
@@ -42,6 +53,28 @@ def read_chunk(session: Session, run: RunRef, chunk: int) -> list[Batch]:
             batch = batches[number] = Batch(chunk, number, run_id=run.run_id)
         batch.operations.append(make(row[1:]))
     return [batches[n] for n in sorted(batches)]
+
+
+def read_rendered_chunk(session: Session, run: RunRef, chunk: int, item_sql: str) -> list[Batch]:
+    """A chunk's batches with every row already rendered by the warehouse.
+
+    `item_sql` renders one row (columns `op`, `key`, `fields`) as the destination's item
+    text; the warehouse joins a batch's items, so Python handles a string per batch
+    instead of a tuple and a concatenation per row.
+    """
+    dialect = session.dialect
+    rows = session.fetchall(
+        f"""SELECT batch, {dialect.ordered_list("key", "seq")},
+               string_agg(item, ',' ORDER BY seq)
+        FROM (SELECT batch, seq, key, {item_sql} AS item
+              FROM {run_table(run, "chg")} WHERE chunk = ?) AS rows
+        GROUP BY batch ORDER BY batch""",
+        (chunk,),
+    )
+    return [
+        Batch(chunk, int(number), run_id=run.run_id, rendered=str(items), keys=list(keys))
+        for number, keys, items in rows
+    ]
 
 
 def acked_batches(session: Session, run: RunRef, chunk: int) -> set[int]:

@@ -47,6 +47,14 @@ class Dialect(Protocol):
         whether a row changed; not for security, and compared together with a key."""
         ...
 
+    def json_text(self, expr: str) -> str:
+        """SQL rendering a text value as a JSON string literal (quoted and escaped)."""
+        ...
+
+    def ordered_list(self, expr: str, order: str) -> str:
+        """SQL aggregating `expr` into an array (a Python list when fetched), by `order`."""
+        ...
+
 
 class Session(Protocol):
     dialect: Dialect

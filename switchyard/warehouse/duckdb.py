@@ -66,6 +66,12 @@ class DuckDBDialect:
     def row_hash(self, exprs: Sequence[str]) -> str:
         return f"hash({', '.join(exprs)})"
 
+    def json_text(self, expr: str) -> str:
+        return f"CAST(to_json(CAST({expr} AS VARCHAR)) AS VARCHAR)"
+
+    def ordered_list(self, expr: str, order: str) -> str:
+        return f"list({expr} ORDER BY {order})"
+
 
 class DuckDBSession:
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:

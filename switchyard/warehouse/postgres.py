@@ -78,6 +78,12 @@ class PostgresDialect:
         # A row's text form tells NULL from '' (`(,"")`); sessions run in UTC, so it is stable.
         return f"hashtextextended(ROW({', '.join(exprs)})::text, 0)"
 
+    def json_text(self, expr: str) -> str:
+        return f"to_json(CAST({expr} AS text))::text"
+
+    def ordered_list(self, expr: str, order: str) -> str:
+        return f"array_agg({expr} ORDER BY {order})"
+
 
 # Quoted text and comments, where `?` is not a placeholder; or a `?`; or a `%`.
 _TOKENS = re.compile(

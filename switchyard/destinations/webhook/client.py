@@ -29,6 +29,7 @@ from switchyard.destinations.webhook.spec import WebhookConfig
 from switchyard.errors import DestinationConfigError, DestinationUnavailableError
 from switchyard.pipeline.checkpoints import Batch
 from switchyard.settings import DEV_WEBHOOK_SECRET
+from switchyard.warehouse.base import Dialect
 
 SIGNATURE_HEADER = "X-Switchyard-Signature"
 TIMESTAMP_HEADER = "X-Switchyard-Timestamp"
@@ -53,9 +54,12 @@ def render_body(
     contract_version: int,
     if_empty: Sequence[str] = (),
 ) -> bytes:
-    """Assemble the body from the warehouse-rendered field JSON without re-encoding it."""
+    """Assemble the body from the warehouse-rendered JSON without re-encoding it."""
+    head = orjson.dumps({"batch_id": batch_id, "sync": sync, "contract_version": contract_version})
+    if batch.rendered is not None:
+        return head[:-1] + b',"operations":[' + batch.rendered.encode() + b"]}"
     parts = []
-    tail = b',"if_empty":' + orjson.dumps(list(if_empty)) + b"}" if if_empty else b"}"
+    tail = _if_empty_tail(if_empty).encode()
     for operation in batch.operations:
         key = orjson.dumps(operation.key)
         if operation.op == "upsert":
@@ -63,8 +67,23 @@ def render_body(
             parts.append(b'{"op":"upsert","key":' + key + b',"fields":' + fields + tail)
         else:
             parts.append(b'{"op":"remove","key":' + key + b"}")
-    head = orjson.dumps({"batch_id": batch_id, "sync": sync, "contract_version": contract_version})
     return head[:-1] + b',"operations":[' + b",".join(parts) + b"]}"
+
+
+def _if_empty_tail(if_empty: Sequence[str]) -> str:
+    return ',"if_empty":' + orjson.dumps(list(if_empty)).decode() + "}" if if_empty else "}"
+
+
+def item_sql(dialect: Dialect, if_empty: Sequence[str] = ()) -> str:
+    """One operation of the body, rendered by the warehouse: the same text `render_body`
+    builds in Python, so a batch reads as one string instead of a tuple per row."""
+    key = dialect.json_text("key")
+    tail = _if_empty_tail(if_empty).replace("'", "''")
+    return (
+        f"""CASE WHEN op = 'upsert' THEN '{{"op":"upsert","key":' || {key} || ',"fields":' """
+        f"""|| coalesce(fields, '{{}}') || '{tail}' """
+        f"""ELSE '{{"op":"remove","key":' || {key} || '}}' END"""
+    )
 
 
 class WebhookClient:
@@ -93,6 +112,9 @@ class WebhookClient:
             transport=transport,
             limits=CONNECTION_LIMITS,
         )
+
+    def item_sql(self, dialect: Dialect) -> str:
+        return item_sql(dialect, self._if_empty)
 
     async def preflight(self) -> None:
         try:
@@ -135,12 +157,12 @@ class WebhookClient:
         answer = http.json_body(response, self._name)
         rejections = [
             (
-                str(item.get("key") or batch.operations[int(item["index"])].key),
+                str(item.get("key") or batch.key_at(int(item["index"]))),
                 str(item.get("reason") or "rejected"),
             )
             for item in answer.get("rejected") or ()
         ]
-        return BatchOutcome(accepted=len(batch.operations) - len(rejections), rejections=rejections)
+        return BatchOutcome(accepted=batch.size - len(rejections), rejections=rejections)
 
     async def aclose(self) -> None:
         await self._http.aclose()
