@@ -75,12 +75,7 @@ from switchyard.errors import (
     DestinationUnavailableError,
     SwitchyardError,
 )
-from switchyard.identity.normalise import (
-    google_phone,
-    normalise_email,
-    normalise_phone,
-    sha256_hex,
-)
+from switchyard.identity.normalise import hash_email, hash_phone_for_google
 from switchyard.pipeline.checkpoints import Batch
 
 log = logging.getLogger(__name__)
@@ -150,10 +145,8 @@ class Hasher:
         if not isinstance(value, str):
             return None
         if kind == "email":
-            email = normalise_email(value)
-            return None if email is None else sha256_hex(email)
-        e164 = normalise_phone(value, self.region)
-        return None if e164 is None else sha256_hex(google_phone(e164))
+            return hash_email(value)
+        return hash_phone_for_google(value, self.region)
 
     def identifiers(self, key: str, fields: str | None) -> list[Json] | None:
         """The row's identifiers, or None when its key cannot be normalised."""
