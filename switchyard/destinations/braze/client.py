@@ -45,7 +45,7 @@ from switchyard.delivery.ratelimit import (
 )
 from switchyard.destinations import http
 from switchyard.destinations.base import BatchOutcome
-from switchyard.destinations.braze.spec import IDENTIFIERS, SPEC, BrazeConfig
+from switchyard.destinations.braze.spec import SPEC, BrazeConfig
 from switchyard.destinations.credentials import resolve_credential
 from switchyard.destinations.http import CONNECTION_LIMITS
 from switchyard.errors import DestinationConfigError, DestinationUnavailableError, SwitchyardError
@@ -116,12 +116,8 @@ class BrazeClient:
         if not isinstance(config, BrazeConfig):
             raise DestinationConfigError(f"{destination.name} is not a Braze destination")
         contract = destination.contract
+        # Which identifiers Braze matches on is checked against the spec with the catalog.
         identifier = contract.identifier.name
-        if identifier not in IDENTIFIERS:
-            raise DestinationConfigError(
-                f"{destination.name}: Braze matches users on {', '.join(IDENTIFIERS)}, "
-                f"not {identifier!r}"
-            )
         if identifier == "user_alias" and config.alias_label is None:
             raise DestinationConfigError(
                 f"{destination.name}: identifier user_alias needs config.alias_label "

@@ -126,11 +126,7 @@ class Hasher:
     """Turns a row into Google's hashed user identifiers, the key's own first."""
 
     def __init__(self, contract: Contract) -> None:
-        self.key_kind = contract.identifier.name
-        if self.key_kind not in IDENTIFIER_FIELDS:
-            raise DestinationConfigError(
-                f"Customer Match matches on email or phone, not {self.key_kind!r}"
-            )
+        self.key_kind = contract.identifier.name  # email or phone: the catalog checks the spec
         self.region = contract.default_phone_region
         sent = [m.name for m in contract.sent_fields]
         self.extra = [name for name in sent if name in IDENTIFIER_FIELDS]

@@ -170,11 +170,7 @@ class MetaAudienceClient:
         self._limiter = limiter
         self._token = resolve_token(config, environment, os.environ if env is None else env)
         self._region = config.default_phone_region or contract.default_phone_region
-        identifier = contract.identifier.name
-        if identifier not in SPEC.identifiers:
-            raise DestinationConfigError(
-                f"{self._name}: Meta matches on email or phone, not {identifier!r}"
-            )
+        identifier = contract.identifier.name  # email or phone: the catalog checks the spec
         extra = [m.name for m in contract.sent_fields]
         unknown = [name for name in extra if name not in MATCH_KEYS]
         if unknown:
