@@ -225,13 +225,7 @@ class KlaviyoClient:
     async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
         upserts = [op for op in batch.operations if op.op == "upsert"]
         removes = [op.key for op in batch.operations if op.op == "remove"]
-        rejections = [
-            (op.key, f"operation {op.op!r} is not supported by Klaviyo")
-            for op in batch.operations
-            if op.op not in ("upsert", "remove")
-        ]
-        if upserts:
-            rejections.extend(await self._import(upserts))
+        rejections = await self._import(upserts) if upserts else []
         if removes:
             await self._remove(removes)
         return BatchOutcome(len(batch.operations) - len(rejections), rejections)

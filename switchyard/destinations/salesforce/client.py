@@ -67,11 +67,7 @@ class SalesforceClient:
     async def send(self, batch: Batch, idempotency_key: str) -> BatchOutcome:
         upserts = [op for op in batch.operations if op.op == "upsert"]
         removes = [op.key for op in batch.operations if op.op == "remove"]
-        rejections = [
-            (op.key, f"unsupported operation {op.op!r}")
-            for op in batch.operations
-            if op.op not in ("upsert", "remove")
-        ]
+        rejections: list[tuple[str, str]] = []
         if upserts:
             if len(upserts) >= self._config.bulk_threshold:
                 rejections += await bulk.upsert(self._api, upserts)
