@@ -79,10 +79,9 @@ def filter_consent(session: Session, run: RunRef, plan: SyncPlan) -> ConsentResu
                     WHEN {suppressed} IS NOT NULL THEN 'suppressed:' || {suppressed}
                     {no_consent}
                   END AS _excluded
-                FROM {prep} AS p
+                FROM {eligible_rows(run, prep)} AS p
                 {" ".join(by_kind.values())}
-                {consent_join}
-                WHERE {eligible_rows(run)}) AS x
+                {consent_join}) AS x
             WHERE _excluded IS NOT NULL""",
             (purpose,) if purpose else (),
         )

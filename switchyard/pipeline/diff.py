@@ -2,7 +2,8 @@
 
 Each eligible row's payload hash (its JSON rendered in SQL, hashed with the contract
 version, when the row was prepared) is compared with the delivered one, so a contract change
-re-sends everything and unchanged rows cost nothing: only the rows to send are rendered.
+re-sends everything and unchanged rows cost nothing; the rows to send take the payload
+rendered then from the prepared table.
 The result, `chg_<run>`, numbers the rows to send into chunks (one deliver activity each)
 and batches (one API call each); deliver and commit only ever refer to those numbers.
 
@@ -13,20 +14,12 @@ consent or suppression, which are always removed: consent loss must propagate.
 
 from __future__ import annotations
 
-from switchyard.catalog.models import SyncMode, SyncPlan
+from switchyard.catalog.models import SyncMode
 from switchyard.pipeline import prepared
-from switchyard.pipeline.fields import sent_columns
 from switchyard.pipeline.state import planning, run_table
 from switchyard.pipeline.validate import eligible_rows, held_rows, snapshot_rows
 from switchyard.runs import ChangePlan, PlanInput
 from switchyard.warehouse.base import Session
-
-
-def _payload_sql(session: Session, plan: SyncPlan) -> str:
-    columns = sent_columns(plan)
-    pairs = [(c.mapping.name, f"e.{c.name}") for c in columns if c.mapping.send_nulls]
-    optional = [(c.mapping.name, f"e.{c.name}") for c in columns if not c.mapping.send_nulls]
-    return session.dialect.json_object(pairs, optional)
 
 
 def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
@@ -42,8 +35,8 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
         session.execute(
             f"""CREATE TABLE {table} AS
             WITH cur AS (
-                SELECT p._key AS key, p.hash, p.profile_id, p._raw FROM {prep} AS p
-                WHERE {eligible_rows(run)}),
+                SELECT p._key AS key, p.hash, p.profile_id, p._raw
+                FROM {eligible_rows(run, prep)} AS p),
             prev AS (SELECT key, hash FROM switchyard.delivered WHERE sync_id = ?),
             -- One join finds adds, changes and leavers; each side is read once.
             joined AS (
@@ -67,7 +60,7 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
                     AS n
                 FROM changes)
             SELECT c.key, c.op, c.kind, c.hash,
-                   CASE WHEN c.op = 'upsert' THEN {_payload_sql(session, plan)} END AS fields,
+                   CASE WHEN c.op = 'upsert' THEN e.fields END AS fields,
                    CASE WHEN c.op <> 'forget' THEN c.n END AS seq,
                    CASE WHEN c.op <> 'forget'
                         THEN CAST(floor(c.n / {chunk}) AS INTEGER) END AS chunk,

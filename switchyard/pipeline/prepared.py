@@ -4,9 +4,10 @@ reused for as long as its raw values stay the same; after fetch, the run's snaps
 Normalising (regexes over emails and phones), checking and rendering payloads are most of
 planning's cost, and they depend only on a row's raw values and the contract. So each sync
 keeps `prep_<sync>_<fingerprint>`: for every distinct row of its latest snapshot, keyed by
-profile_id and a hash of the row's raw values (`_raw`), the normalised sent fields
-(`f<i>`), which optional fields failed their check and were dropped (`d<i>`), the
-normalised suppression identifiers, the row's own invalid reason and its payload hash. A run
+profile_id and a hash of the row's raw values (`_raw`): which optional fields failed their
+check and were dropped (`d<i>`), the normalised suppression identifiers, the row's own
+invalid reason and, for valid rows, the payload as sent (`fields`, rendered once: diff
+copies it for the rows to send) and its hash. A run
 prepares only the rows whose raw values it has not seen (all of them the first time, about
 as many as changed afterwards) and forgets the rows that left; the later steps read it
 directly (one run per sync at a time: the workflow id is the sync's).
@@ -23,9 +24,6 @@ import hashlib
 from dataclasses import dataclass
 
 from switchyard.catalog.models import SyncPlan, TraitType
-
-# A module import: diff reads the prepared rows too, and the payload is rendered its way.
-from switchyard.pipeline import diff
 from switchyard.pipeline.expressions import normalised, quote
 from switchyard.pipeline.fields import invalid_reason, kept_value, sent_columns
 from switchyard.pipeline.state import SCHEMA, run_table
@@ -73,8 +71,8 @@ def snapshot_types(session: Session, run: RunRef) -> list[tuple[str, str]]:
     return sorted((str(n), str(t)) for n, t in rows if not str(n).startswith("_"))
 
 
-def ensure(session: Session, run: RunRef, prepared: Prepared) -> bool:
-    """Create the table if this fingerprint is new (True); drop the sync's older ones."""
+def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
+    """Create the table if this fingerprint is new; drop the sync's older ones."""
     prefix = _prefix(run)
     rows = session.fetchall(
         "SELECT table_name FROM information_schema.tables "
@@ -92,29 +90,48 @@ def ensure(session: Session, run: RunRef, prepared: Prepared) -> bool:
         empty = f"(SELECT q.*, {raw_hash(session, columns)} AS _raw FROM {probe} AS q LIMIT 0)"
         empty = prepared.select.replace(SOURCE, empty)
         session.execute(f"CREATE TABLE {prepared.table} AS {empty}")
-        return True
-    return False
 
 
-def refresh(
-    session: Session, prepared: Prepared, audience: str, twins: str, *, created: bool
-) -> None:
-    """Make the table hold exactly the rows of `audience` (raw values and `_raw`): forget
-    the rows that left, prepare the rows not seen before. Identical rows are prepared once;
-    `twins` counts their extra copies."""
+def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> int:
+    """Make the table hold exactly the audience's rows: forget the `_gone` rows, prepare
+    the `_new` ones. Identical rows are prepared once; `twins` (created here) counts their
+    extra copies. The audience's row count."""
     table = prepared.table
-    session.execute(
-        f"""DELETE FROM {table} AS p WHERE NOT EXISTS (
-            SELECT 1 FROM {audience} AS a WHERE a.profile_id = p.profile_id AND a._raw = p._raw)"""
+    row = session.fetchone(
+        f"""SELECT coalesce(sum(CASE WHEN _gone THEN 0 ELSE 1 END), 0),
+                  coalesce(sum(CASE WHEN _new THEN 1 ELSE 0 END), 0),
+                  coalesce(sum(CASE WHEN _gone THEN 1 ELSE 0 END), 0),
+                  coalesce(sum(CASE WHEN _gone AND profile_id IS NULL THEN 1 ELSE 0 END), 0),
+                  (SELECT count(*) FROM {table})
+            FROM {audience}"""
     )
-    new = f"""(SELECT * FROM {audience} AS a WHERE NOT EXISTS (
-        SELECT 1 FROM {table} AS p WHERE p.profile_id = a.profile_id AND p._raw = a._raw))"""
-    if _count(session, f"SELECT count(*) FROM {twins}"):
-        new = f"(SELECT DISTINCT * FROM {new} AS a)"
-    session.execute(f"INSERT INTO {table} {prepared.select.replace(SOURCE, new)}")
-    if created and session.dialect.name == "postgres":
-        # Statistics for the first fill; autovacuum keeps them current as rows change.
-        session.execute(f"ANALYZE {table}")
+    total, new, gone, gone_without_id, kept = (int(v) for v in row) if row else (0,) * 5
+    # Every prepared row that stays matched at least one audience row; more matches than
+    # such rows are extra copies of identical rows, and only then are the seen rows grouped.
+    seen_copies = total - new > kept - gone
+    session.execute(f"DROP TABLE IF EXISTS {twins}")
+    session.execute(
+        f"""CREATE TABLE {twins} AS SELECT profile_id, _raw, _new, count(*) - 1 AS extra
+        FROM {audience} WHERE {"NOT _gone" if seen_copies else "_new"}
+        GROUP BY profile_id, _raw, _new HAVING count(*) > 1"""
+    )
+    if gone:
+        session.execute(
+            f"""DELETE FROM {table} AS p USING {audience} AS a
+            WHERE a._gone AND a.profile_id = p.profile_id AND a._raw = p._raw"""
+        )
+    if gone_without_id:
+        # Rows without a profile_id match nothing, so they are prepared afresh every run.
+        session.execute(f"DELETE FROM {table} WHERE profile_id IS NULL")
+    if new:
+        rows = f"(SELECT * FROM {audience} WHERE _new)"
+        if _count(session, f"SELECT count(*) FROM {twins} WHERE _new"):
+            rows = f"(SELECT DISTINCT * FROM {rows} AS a)"
+        session.execute(f"INSERT INTO {table} {prepared.select.replace(SOURCE, rows)}")
+        if not kept and session.dialect.name == "postgres":
+            # Statistics for the first fill; autovacuum keeps them current as rows change.
+            session.execute(f"ANALYZE {table}")
+    return total
 
 
 def _count(session: Session, sql: str) -> int:
@@ -159,7 +176,6 @@ def _prepare_sql(session: Session, plan: SyncPlan, snap_columns: set[str]) -> st
         "e.profile_id",
         "e._raw",
         "e._key",
-        *(f"e.{c.name}" for c in columns),
         *(
             f"(e.r{c.index} IS NOT NULL AND e.{c.name} IS NULL) AS d{c.index}"
             for c in columns
@@ -167,13 +183,21 @@ def _prepare_sql(session: Session, plan: SyncPlan, snap_columns: set[str]) -> st
         ),
         *(f"e._{name}" for name in SUPPRESSION_COLUMNS),
         "e._reason",
+        f"CASE WHEN e._reason IS NULL THEN {payload_sql(session, plan)} END AS fields",
     ]
     # Postgres would pull the CTEs up into the outer query and evaluate a normalisation or
     # check (regexes) again at every reference to it; OFFSET 0 keeps each a subquery whose
     # columns are computed once per row. DuckDB computes each projection once anyway.
     fence = " OFFSET 0" if dialect.name == "postgres" else ""
     return f"""WITH n AS (SELECT {", ".join(normalise)} FROM {SOURCE} AS q{fence}),
-        e AS (SELECT {", ".join(checked)} FROM n{fence})
-        SELECT {", ".join(kept)}, CASE WHEN e._reason IS NULL
-          THEN md5('v{contract.version}:' || {diff._payload_sql(session, plan)}) END AS hash
-        FROM e"""
+        e AS (SELECT {", ".join(checked)} FROM n{fence}),
+        k AS (SELECT {", ".join(kept)} FROM e{fence})
+        SELECT k.*, md5('v{contract.version}:' || k.fields) AS hash FROM k"""
+
+
+def payload_sql(session: Session, plan: SyncPlan) -> str:
+    """The JSON object sent for a row of checked values `e`."""
+    columns = sent_columns(plan)
+    pairs = [(c.mapping.name, f"e.{c.name}") for c in columns if c.mapping.send_nulls]
+    optional = [(c.mapping.name, f"e.{c.name}") for c in columns if not c.mapping.send_nulls]
+    return session.dialect.json_object(pairs, optional)

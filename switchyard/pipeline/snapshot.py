@@ -1,10 +1,12 @@
 """fetch: run the audience query and materialise the run's snapshot in the warehouse.
 
-The audience's rows, with a hash of their raw values (`_raw`), go to a temporary table for
-the length of the step; the sync's prepared table (see `prepared`) is brought in line with
-them, preparing only the rows it has not seen, and then holds the run's snapshot. The run's
-own tables stay small: `snap_<run>` records the snapshot's columns (no rows) and
-`twins_<run>` the extra copies of rows the audience returned more than once.
+One pass over the audience hashes each row's raw values (`_raw`) and matches it against the
+sync's prepared table (see `prepared`) into a temporary table for the length of the step:
+new rows keep their raw values to be prepared, rows the table already holds keep only their
+identity, and prepared rows no audience row matched are marked to be forgotten. The
+prepared table then holds the run's snapshot. The run's own tables stay small:
+`snap_<run>` records the snapshot's columns (no rows) and `twins_<run>` the extra copies of
+rows the audience returned more than once.
 """
 
 from __future__ import annotations
@@ -58,25 +60,39 @@ def snapshot_audience(session: Session, run: RunRef, plan: SyncPlan) -> Snapshot
     # may still be running on another worker.
     with session.exclusive(f"switchyard.prepared.{run.sync}"):
         more_working_memory(session)
-        created = prepared.ensure(session, run, prep)
+        prepared.ensure(session, run, prep)
+        # Each audience row, marked `_new` when the prepared table lacks it (only new rows
+        # keep their raw values: the others are prepared already), and each prepared row
+        # no audience row matched, marked `_gone`: one join finds what to prepare and what
+        # to forget.
+        kept = ", ".join(
+            [
+                "coalesce(a.profile_id, p.profile_id) AS profile_id",
+                "coalesce(a._raw, p._raw) AS _raw",
+                "p._raw IS NULL AS _new",
+                "a._raw IS NULL AS _gone",
+                *(
+                    f"CASE WHEN p._raw IS NULL THEN a.{quote(c)} END AS {quote(c)}"
+                    for c in columns
+                    if c != "profile_id"
+                ),
+            ]
+        )
         _create(
             session,
             plan,
             f"TEMPORARY TABLE {audience}",
-            f"SELECT {raw}, {prepared.raw_hash(session, columns)} AS _raw FROM ({sql}) AS q",
+            f"""SELECT {kept}
+            FROM (SELECT {raw}, {prepared.raw_hash(session, columns)} AS _raw
+                  FROM ({sql}) AS q) AS a
+            FULL JOIN {prep.table} AS p ON p.profile_id = a.profile_id AND p._raw = a._raw""",
         )
         if session.dialect.name == "postgres":
             # Temporary tables get no automatic statistics; joins with it need them.
             session.execute(f"ANALYZE {audience}")
-        session.execute(f"DROP TABLE IF EXISTS {twins}")
-        session.execute(
-            f"""CREATE TABLE {twins} AS SELECT profile_id, _raw, count(*) - 1 AS extra
-            FROM {audience} GROUP BY profile_id, _raw HAVING count(*) > 1"""
-        )
-        prepared.refresh(session, prep, audience, twins, created=created)
-        row = session.fetchone(f"SELECT count(*) FROM {audience}")
+        rows = prepared.refresh(session, prep, audience, twins)
         session.execute(f"DROP TABLE {audience}")
-    return SnapshotResult(rows=int(row[0]) if row else 0)
+    return SnapshotResult(rows=rows)
 
 
 def _create(session: Session, plan: SyncPlan, kind_and_name: str, select: str) -> None:

@@ -97,11 +97,15 @@ def held_rows(session: Session, run: RunRef) -> int:
     return int(row[0]) if row else 0
 
 
-def eligible_rows(run: RunRef) -> str:
-    """A condition on a prepared row `p`: no step has held it back."""
-    return f"""p._reason IS NULL AND NOT EXISTS (
-        SELECT 1 FROM {run_table(run, "held")} AS h
-        WHERE h.profile_id = p.profile_id AND h._raw = p._raw AND NOT h.extra)"""
+def eligible_rows(run: RunRef, prep: str) -> str:
+    """The prepared rows no step has held back, as a derived table.
+
+    An anti-join with the held rows filtered first: a correlated NOT EXISTS carrying the
+    filter costs DuckDB several times as much over a million rows."""
+    return f"""(SELECT p.* FROM {prep} AS p
+        LEFT JOIN (SELECT profile_id, _raw FROM {run_table(run, "held")} WHERE NOT extra) AS h
+          ON h.profile_id = p.profile_id AND h._raw = p._raw
+        WHERE p._reason IS NULL AND h.profile_id IS NULL)"""
 
 
 def _dropped_fields(
@@ -111,7 +115,7 @@ def _dropped_fields(
     if not optional:
         return {}
     sums = ", ".join(f"sum(CASE WHEN p.d{c.index} THEN 1 ELSE 0 END)" for c in optional)
-    row = session.fetchone(f"SELECT {sums} FROM {prep} AS p WHERE {eligible_rows(run)}")
+    row = session.fetchone(f"SELECT {sums} FROM {eligible_rows(run, prep)} AS p")
     counts: dict[str, int] = {}
     for column, value in zip(optional, row or (), strict=False):
         if value:

@@ -67,7 +67,7 @@ async def test_identical_audience_rows_are_one_valid_row_and_one_duplicate(
         checked, allowed, changes = await run_once(warehouse, plan, dest, run_id)
         assert (checked.valid, checked.invalid) == (4, {"duplicate_key": 1})
         assert allowed.eligible == 4
-    assert changes.unchanged == 4 and changes.to_send == 0
+    assert (changes.added, changes.changed, changes.unchanged) == (0, 0, 4)
     assert prepared_rows(warehouse) == 4
 
 
@@ -129,4 +129,39 @@ def test_a_retried_fetch_prepares_nothing_twice(make_warehouse: MakeWarehouse) -
     plan_run(warehouse, plan, "run-1")
     _, checked, allowed, changes = plan_run(warehouse, plan, "run-1")
     assert checked.valid == 4 and allowed.eligible == 4 and changes.added == 4
+    assert prepared_rows(warehouse) == 4
+
+
+async def test_a_row_repeated_while_another_leaves_is_counted_as_a_copy(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse = make_warehouse(clean_profiles(5))
+    dest = FakeDestination()
+    await run_once(warehouse, webhook_plan(), dest, "run-1")
+    # prf_0002 leaves while prf_0001, unchanged and prepared, comes back twice.
+    plan = webhook_plan(
+        sql="SELECT * FROM profiles WHERE profile_id <> 'prf_0002' "
+        "UNION ALL SELECT * FROM profiles WHERE profile_id = 'prf_0001'"
+    )
+    checked, allowed, changes = await run_once(warehouse, plan, dest, "run-2")
+    assert (checked.valid, checked.invalid) == (4, {"duplicate_key": 1})
+    assert allowed.eligible == 4
+    assert (changes.added, changes.changed, changes.unchanged) == (0, 0, 4)
+    assert prepared_rows(warehouse) == 4
+
+
+async def test_rows_without_a_profile_id_are_prepared_afresh_and_never_pile_up(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse = make_warehouse(clean_profiles(3))
+    with warehouse.session() as s:
+        s.execute(
+            "INSERT INTO profiles SELECT NULL, 'nobody@example.com', phone, first_name, plan, "
+            "lifetime_value, orders_count, last_order_at, is_employee "
+            "FROM profiles WHERE profile_id = 'prf_0001'"
+        )
+    plan, dest = webhook_plan(), FakeDestination()
+    outcomes = [await run_once(warehouse, plan, dest, f"run-{n}") for n in (1, 2, 3)]
+    assert outcomes[1][:2] == outcomes[2][:2] == outcomes[0][:2]
+    assert outcomes[0][1].excluded == {"no_consent:email_marketing": 1}
     assert prepared_rows(warehouse) == 4
