@@ -44,6 +44,8 @@ class Script:
     delivered: list[int] = field(default_factory=list)
     concurrency: set[int] = field(default_factory=set)
     commits: int = 0
+    # Per commit: whether the run was declared complete, and to which destination.
+    completions: list[tuple[bool, str | None]] = field(default_factory=list)
     reports: list[ReportInput] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     # The test environment's clock, which time skipping moves forward.
@@ -109,6 +111,8 @@ def fake_activities(script: Script) -> list[object]:
     @activity.defn(name="commit_delivered")
     async def commit_delivered(request: CommitInput) -> CommitResult:
         script.commits += 1
+        destination = request.destination.name if request.destination else None
+        script.completions.append((request.complete, destination))
         return CommitResult(delivered=len(script.delivered) * ROWS_PER_CHUNK, removed=0, rejected=0)
 
     @activity.defn(name="report_run")

@@ -86,6 +86,8 @@ async def test_a_run_delivers_every_chunk_once_commits_and_reports(
     assert report.counts.invalid == {"invalid_email:email": 2}
     assert report.counts.chunks_done == 5
     assert script.commits == 1
+    # Only a run that ended well tells its destination it is complete (a file's manifest).
+    assert script.completions == [(True, "crm_webhook")]
     # A window of 2 chunks shares the contract's 8 requests in flight: 4 per chunk.
     assert script.concurrency == {4}
 
@@ -126,6 +128,7 @@ async def test_a_fatal_error_fails_the_run_loudly_after_committing_what_was_ackn
     assert "deliver failed" in cause.message and "credentials refused" in cause.message
     assert len(script.attempts[1]) == 1  # non-retryable: no second attempt
     assert script.commits == 1
+    assert script.completions == [(False, "crm_webhook")]
     assert script.reports[-1].status == "failed"
 
 
@@ -201,6 +204,7 @@ async def test_cancellation_stops_in_flight_chunks_and_commits(
     assert 1 not in script.delivered
     assert len(script.delivered) < 6
     assert script.commits == 1
+    assert script.completions == [(False, "crm_webhook")]
     assert script.reports[-1].status == "cancelled"
 
 
