@@ -296,12 +296,8 @@ class BrazeClient:
 
     # -- answers -------------------------------------------------------------------------
 
-    def _observe(
-        self, response: httpx.Response, limiter: RateLimiter
-    ) -> tuple[int | None, float | None]:
-        remaining, resets_in = rate_limit_window(response.headers, time.time())
-        limiter.observe(remaining, resets_in)
-        return remaining, resets_in
+    def _observe(self, response: httpx.Response, limiter: RateLimiter) -> None:
+        limiter.observe(*rate_limit_window(response.headers, time.time()))
 
     def _answer(self, response: httpx.Response, limiter: RateLimiter) -> dict[str, Any]:
         """The parsed body of a 2xx answer; otherwise the error its status means."""
