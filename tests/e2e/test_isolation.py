@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from starter.runs import start_sync, wait_for_result
+from starter.runs import RunFailed, start_sync, wait_for_result
 from switchyard.destinations.webhook.simulator import SimulatorConfig, create_app
 from switchyard.sampledata import seed_warehouse
 from switchyard.settings import Settings
@@ -61,4 +61,7 @@ async def test_a_slow_destination_does_not_hold_up_a_sync_to_another(
     progress = await slow.query(AudienceSyncWorkflow.progress)
     assert (await slow.describe()).status is WorkflowExecutionStatus.RUNNING
     assert progress.phase == "deliver" and progress.counts.chunks_done < progress.counts.chunks
+    # Cancelled and waited for, so the next test may start this sync again.
     await slow.cancel()
+    with pytest.raises(RunFailed, match="cancelled"):
+        await wait_for_result(slow)
