@@ -147,6 +147,7 @@ async def test_a_row_repeated_while_another_leaves_is_counted_as_a_copy(
     assert (checked.valid, checked.invalid) == (4, {"duplicate_key": 1})
     assert allowed.eligible == 4
     assert (changes.added, changes.changed, changes.unchanged) == (0, 0, 4)
+    assert changes.removed == 1 and "user2@example.com" not in dest.records
     assert prepared_rows(warehouse) == 4
 
 
