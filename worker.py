@@ -26,11 +26,19 @@ from workflows.audience_sync import AudienceSyncWorkflow
 log = logging.getLogger("switchyard.worker")
 
 
+def sync_activities(settings: Settings, env: Mapping[str, str] | None = None) -> SyncActivities:
+    warehouse = open_warehouse(
+        settings.warehouse_url, linger_seconds=1.0, memory_limit=settings.duckdb_memory_limit
+    )
+    return SyncActivities(warehouse, settings, env)
+
+
 def build_workers(
     client: Client,
     settings: Settings,
     task_queue: str | None = None,
     env: Mapping[str, str] | None = None,
+    activities: SyncActivities | None = None,
 ) -> list[Worker]:
     """The sync's worker, plus one delivery worker per destination in the catalog.
 
@@ -38,10 +46,7 @@ def build_workers(
     a slow or failing destination holds only its own slots and never delays the others.
     """
     queue = task_queue or settings.temporal.task_queue
-    warehouse = open_warehouse(
-        settings.warehouse_url, linger_seconds=1.0, memory_limit=settings.duckdb_memory_limit
-    )
-    activities = SyncActivities(warehouse, settings, env)
+    activities = activities or sync_activities(settings, env)
     main = Worker(
         client,
         task_queue=queue,
@@ -69,7 +74,8 @@ def build_workers(
 
 async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
-    workers = build_workers(client, settings)
+    activities = sync_activities(settings)
+    workers = build_workers(client, settings, activities=activities)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,6 +87,8 @@ async def run_worker(settings: Settings) -> None:
         settings.temporal.address,
     )
     async with contextlib.AsyncExitStack() as running:
+        # Runs last, once every worker has stopped: destination clients' connections close.
+        running.push_async_callback(activities.aclose)
         for worker in workers:
             await running.enter_async_context(worker)
         await stop.wait()
