@@ -25,12 +25,11 @@ merge (nothing happens when that leaves more than one).
 
 `/_sim/records` lists profiles keyed by the identifier value each was created with.
 
-Run it: python -m switchyard.destinations.braze.simulator --host 127.0.0.1 --port 8788
+Run it alone: python -m switchyard.simulators.hub --only braze --port 8788
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -51,7 +50,6 @@ from switchyard.simulators.control import (
     control_routes,
     json_response,
 )
-from switchyard.simulators.server import serve
 
 TRACK_MAX_OBJECTS = 75
 DELETE_MAX_IDS = 50
@@ -507,18 +505,3 @@ def create_app(config: FaultConfig | None = None, api_key: str | None = None) ->
     app = Starlette(routes=routes)
     app.state.simulator = simulator
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m switchyard.destinations.braze.simulator",
-        description="A local Braze workspace: /users/track, /users/delete, /users/merge.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8788)
-    args = parser.parse_args(argv)
-    serve(create_app(), args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()

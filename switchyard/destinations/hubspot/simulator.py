@@ -26,12 +26,11 @@ A daily allowance (`daily_limit`) is reported in `X-HubSpot-RateLimit-Daily(-Rem
 Control API (switchyard.simulators.control): /healthz, /_sim/config, /_sim/stats,
 /_sim/reset, and /_sim/records: `{"count", "records": {<id value sent>: {property: value}}}`.
 
-Run it: python -m switchyard.destinations.hubspot.simulator --host 127.0.0.1 --port 8788
+Run it alone: python -m switchyard.simulators.hub --only hubspot --port 8788
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import uuid
 from collections.abc import Iterable, Iterator
@@ -47,7 +46,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.simulators.control import FaultConfig, Gate, Refusal, control_routes, json_response
-from switchyard.simulators.server import serve
 
 MAX_INPUTS = 100
 CONTACTS = "/crm/v3/objects/contacts/batch"
@@ -549,18 +547,3 @@ def create_app(
     app = Starlette(routes=routes)
     app.state.simulator = sim
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m switchyard.destinations.hubspot.simulator",
-        description="A local HubSpot CRM contacts API (batch upsert/read/archive).",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8788)
-    args = parser.parse_args(argv)
-    serve(create_app(), args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()

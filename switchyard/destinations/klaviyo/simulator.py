@@ -26,12 +26,11 @@ with `Retry-After`, and `RateLimit-Limit` / `RateLimit-Remaining` / `RateLimit-R
 (seconds) on every answer while a limit is set. `/_sim/records` holds the profiles keyed
 by email, else phone_number, else external_id, each with the lists it is on.
 
-Run it: python -m switchyard.destinations.klaviyo.simulator --host 127.0.0.1 --port 8788
+Run it alone: python -m switchyard.simulators.hub --only klaviyo --port 8788
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 import os
@@ -57,9 +56,7 @@ from switchyard.destinations.klaviyo.spec import (
     MAX_PROFILES_PER_JOB,
     SIM_LIST_ID,
 )
-from switchyard.settings import Settings
 from switchyard.simulators.control import FaultConfig, Gate, Refusal, control_routes
-from switchyard.simulators.server import serve
 
 JSONAPI = "application/vnd.api+json"
 IDENTIFIER_FIELDS = ("email", "phone_number", "external_id")
@@ -791,19 +788,3 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={404: sim.not_found, 405: sim.not_found})
     app.state.simulator = sim
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    settings = Settings()
-    parser = argparse.ArgumentParser(
-        prog="python -m switchyard.destinations.klaviyo.simulator",
-        description="Local Klaviyo bulk profile import simulator.",
-    )
-    parser.add_argument("--host", default=settings.simulator_host)
-    parser.add_argument("--port", type=int, default=settings.simulator_port)
-    args = parser.parse_args(argv)
-    serve(create_app(), args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,12 +24,11 @@ A job reports InProgress for `job_polls` polls after UploadComplete, then JobCom
 Control API: GET /healthz, GET|PUT /_sim/config, GET /_sim/stats, GET /_sim/records
 (records keyed by their external-id value), POST /_sim/reset.
 
-Run it: python -m switchyard.destinations.salesforce.simulator --port 8787
+Run it alone: python -m switchyard.simulators.hub --only salesforce --port 8788
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import re
@@ -53,9 +52,7 @@ from switchyard.destinations.salesforce.org import (
     lookup,
     parse_soql,
 )
-from switchyard.settings import Settings
 from switchyard.simulators.control import FaultConfig, Gate, Refusal, control_routes
-from switchyard.simulators.server import serve
 
 COLLECTION_LIMIT = 200
 MAX_UPLOAD_BYTES = 100_000_000
@@ -477,20 +474,3 @@ def create_app(
     app.router.redirect_slashes = False  # a redirect would lose a hub's mount prefix
     app.state.simulator = sim
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    settings = Settings()
-    parser = argparse.ArgumentParser(
-        prog="python -m switchyard.destinations.salesforce.simulator",
-        description="Local Salesforce org simulator (REST, sObject Collections, Bulk API 2.0).",
-    )
-    parser.add_argument("--host", default=settings.simulator_host)
-    parser.add_argument("--port", type=int, default=settings.simulator_port)
-    parser.add_argument("--access-token", help="the only bearer token accepted (default: any)")
-    args = parser.parse_args(argv)
-    serve(create_app(access_token=args.access_token), args.host, args.port)
-
-
-if __name__ == "__main__":
-    main()
