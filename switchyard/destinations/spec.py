@@ -17,7 +17,7 @@ from enum import StrEnum
 from switchyard.catalog.base import Strict
 
 
-class Operation(StrEnum):
+class Capability(StrEnum):
     UPSERT = "upsert"  # create or update the record (or add it to the audience)
     REMOVE = "remove"  # take the record out (delete it, or remove it from the audience)
     MERGE = "merge"  # fold one identity into another
@@ -57,7 +57,7 @@ class DestinationSpec:
     max_batch_size: int  # records per request
     max_payload_bytes: int  # bytes per request body
     rate_limit: Allowance | None  # the documented default allowance
-    operations: frozenset[Operation]
+    operations: frozenset[Capability]
     membership: str  # how "in the audience" is represented there, in a sentence
     # Whether the client can honour a field's `write: if_empty` (it can read before writing).
     set_if_empty: bool

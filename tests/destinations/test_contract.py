@@ -32,10 +32,9 @@ from switchyard.catalog.models import (
 from switchyard.delivery.ratelimit import RateLimiter
 from switchyard.destinations import registry
 from switchyard.destinations.base import DestinationClient
-from switchyard.destinations.spec import Category, DestinationSpec, Operation
+from switchyard.destinations.spec import Capability, Category, DestinationSpec
 from switchyard.errors import RateLimitedError
-from switchyard.pipeline.checkpoints import Batch
-from switchyard.pipeline.checkpoints import Operation as Row
+from switchyard.pipeline.checkpoints import Batch, Operation
 from switchyard.simulators.server import run_in_thread
 from tests.support.pipeline import run_once
 from tests.support.warehouse import MakeWarehouse, profile
@@ -93,7 +92,7 @@ def destination_for(served: Served, batch_size: int | None = None) -> Destinatio
             FieldMapping(name="first_name", source="first_name"),
             FieldMapping(name="plan", source="plan", required=True),
         ]
-    mirror = Operation.REMOVE in spec.operations
+    mirror = Capability.REMOVE in spec.operations
     return Destination(
         name=f"contract_{served.kind}",
         owner="test",
@@ -131,7 +130,7 @@ def rows(destination: Destination, n: int) -> Batch:
     """A batch of upserts keyed as the destination's identifier expects."""
     by_email = destination.contract.identifier.source == "email"
     operations = [
-        Row(
+        Operation(
             "upsert",
             f"user{i}@example.com" if by_email else f"prf_{i:04d}",
             '{"first_name":"Ada","plan":"pro"}',

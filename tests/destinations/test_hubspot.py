@@ -35,7 +35,7 @@ from switchyard.destinations.hubspot.client import (
 )
 from switchyard.destinations.hubspot.simulator import create_app
 from switchyard.destinations.hubspot.spec import DEV_HUBSPOT_TOKEN, SPEC, HubSpotConfig
-from switchyard.destinations.spec import Operation as Capability
+from switchyard.destinations.spec import Capability
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,

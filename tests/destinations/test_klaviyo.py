@@ -40,7 +40,7 @@ from switchyard.destinations.klaviyo.spec import (
     SIM_LIST_ID,
     KlaviyoConfig,
 )
-from switchyard.destinations.spec import Operation as SpecOperation
+from switchyard.destinations.spec import Capability
 from switchyard.errors import (
     DestinationConfigError,
     DestinationRefusedError,
@@ -369,7 +369,7 @@ async def test_mirror_without_a_list_is_refused_before_anything_is_sent(connect:
 
 def test_the_spec_offers_remove_and_declares_klaviyos_documented_limits() -> None:
     spec = registry.spec_for("klaviyo")
-    assert SpecOperation.REMOVE in spec.operations
+    assert Capability.REMOVE in spec.operations
     assert spec.max_batch_size == 10_000 and spec.max_payload_bytes == 5 * 1024 * 1024
     assert spec.rate_limit is not None
     assert (spec.rate_limit.requests, spec.rate_limit.per_seconds) == (150, 60)

@@ -8,10 +8,10 @@ from pydantic import Field, field_validator
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 # What an attributes object of /users/track may identify its user by. `braze_id` is left
@@ -61,7 +61,9 @@ SPEC = DestinationSpec(
     # /users/track: 3,000 requests per 3 seconds per workspace. /users/delete and
     # /users/merge have their own 20,000 per minute, paced inside the client.
     rate_limit=Allowance(requests=3_000, per_seconds=3),
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE, Operation.MERGE, Operation.DELETE}),
+    operations=frozenset(
+        {Capability.UPSERT, Capability.REMOVE, Capability.MERGE, Capability.DELETE}
+    ),
     membership=(
         "a Braze user profile carrying the synced attributes; `remove` unsets those "
         "attributes (null, update-only) and keeps the profile, because deleting a Braze user "

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from switchyard.destinations.spec import Category, DestinationConfig, DestinationSpec, Operation
+from switchyard.destinations.spec import Capability, Category, DestinationConfig, DestinationSpec
 
 Format = Literal["csv", "parquet"]
 Compression = Literal["none", "gzip", "zstd", "snappy"]
@@ -69,7 +69,7 @@ SPEC = DestinationSpec(
     max_batch_size=MAX_BATCH_SIZE,
     max_payload_bytes=MAX_PART_BYTES,
     rate_limit=None,
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "each run's directory holds that run's changes (an `op` column of upsert or remove "
         "per key); a full resync writes the whole audience"

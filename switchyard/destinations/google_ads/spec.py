@@ -20,10 +20,10 @@ from pydantic import Field, field_validator
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 MAX_IDENTIFIERS_PER_REQUEST = 100_000
@@ -93,7 +93,7 @@ SPEC = DestinationSpec(
     max_batch_size=MAX_ROWS_PER_BATCH,
     max_payload_bytes=MAX_PAYLOAD_BYTES,
     rate_limit=Allowance(requests=5, per_seconds=1.0),  # unverified
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "a Customer Match user list: a row is a member while its hashed email / phone are "
         "in the list; `remove` takes them out"

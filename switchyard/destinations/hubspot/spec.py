@@ -8,10 +8,10 @@ from pydantic import Field
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 HUBSPOT_API = "https://api.hubapi.com"
@@ -40,7 +40,7 @@ SPEC = DestinationSpec(
     max_payload_bytes=3_000_000,
     # A private app's burst allowance on the lowest tiers (190 / 10 s on higher ones).
     rate_limit=Allowance(requests=100, per_seconds=10),
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "a contact per identifier value (the upsert's idProperty); `remove` finds the "
         "contact's record id with a batch read by that value (batch archive takes record "

@@ -13,10 +13,10 @@ from pydantic import Field, model_validator
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 # What the client sends in development when the key's variable is unset; the simulator
@@ -66,7 +66,7 @@ SPEC = DestinationSpec(
     max_batch_size=MAX_PROFILES_PER_JOB,
     max_payload_bytes=MAX_JOB_BYTES,
     rate_limit=Allowance(requests=150, per_seconds=60),
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "a Klaviyo profile per key (email, phone_number or external_id); with `list_id` set, "
         "membership of that list, and `remove` takes the profile off the list (the profile "

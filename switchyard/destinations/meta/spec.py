@@ -20,10 +20,10 @@ from pydantic import Field
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 # What `token_env` falls back to in development; refused everywhere else.
@@ -60,7 +60,7 @@ SPEC = DestinationSpec(
     max_batch_size=MAX_ROWS,
     max_payload_bytes=8 * 1024 * 1024,
     rate_limit=Allowance(requests=5_000, per_seconds=3600),
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "a member of the custom audience, matched on SHA-256 hashes of the identifier and "
         "any extra match keys (phone, fn, ln); upsert adds, remove takes the person out"

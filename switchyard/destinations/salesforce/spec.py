@@ -13,10 +13,10 @@ from pydantic import Field
 
 from switchyard.destinations.spec import (
     Allowance,
+    Capability,
     Category,
     DestinationConfig,
     DestinationSpec,
-    Operation,
 )
 
 # What a missing token falls back to in development (the simulator takes any bearer token).
@@ -80,7 +80,7 @@ SPEC = DestinationSpec(
     # Enterprise Edition's base allocation: 100,000 API requests per rolling 24 hours
     # (plus per-licence extras); every request counts, Bulk API 2.0 calls included.
     rate_limit=Allowance(requests=100_000, per_seconds=86_400),
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership=(
         "a record of the configured sObject per external-id value; `remove` looks the "
         "record ids up with a SOQL query on that field (sObject Collections deletes take "

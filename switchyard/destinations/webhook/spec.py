@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from switchyard.destinations.spec import Category, DestinationConfig, DestinationSpec, Operation
+from switchyard.destinations.spec import Capability, Category, DestinationConfig, DestinationSpec
 
 
 class WebhookConfig(DestinationConfig):
@@ -26,7 +26,7 @@ SPEC = DestinationSpec(
     max_batch_size=10_000,
     max_payload_bytes=5 * 1024 * 1024,
     rate_limit=None,
-    operations=frozenset({Operation.UPSERT, Operation.REMOVE}),
+    operations=frozenset({Capability.UPSERT, Capability.REMOVE}),
     membership="a record per key at the receiver; `remove` deletes it",
     set_if_empty=True,
     client="switchyard.destinations.webhook.client:WebhookClient",
