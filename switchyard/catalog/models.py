@@ -16,7 +16,7 @@ from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_
 
 from switchyard.catalog.base import Name, Strict
 from switchyard.destinations import registry
-from switchyard.destinations.spec import DestinationConfig, DestinationSpec, Operation
+from switchyard.destinations.spec import Capability, DestinationConfig, DestinationSpec
 
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -210,7 +210,7 @@ class Destination(Strict):
         return self
 
 
-SpecMismatch = tuple[tuple[str, ...], str, str]
+SpecMismatch = tuple[tuple[str | int, ...], str, str]
 
 
 def spec_mismatches(destination: Destination) -> list[SpecMismatch]:
@@ -235,7 +235,7 @@ def spec_mismatches(destination: Destination) -> list[SpecMismatch]:
                 f"use one of: {', '.join(sorted(spec.identifiers))}",
             )
         )
-    if contract.sync_mode is SyncMode.MIRROR and Operation.REMOVE not in spec.operations:
+    if contract.sync_mode is SyncMode.MIRROR and Capability.REMOVE not in spec.operations:
         found.append(
             (
                 ("contract", "sync_mode"),
@@ -243,6 +243,17 @@ def spec_mismatches(destination: Destination) -> list[SpecMismatch]:
                 "use sync_mode: upsert",
             )
         )
+    longest = spec.max_field_chars
+    for index, mapping in enumerate(contract.fields):
+        if longest is not None and mapping.max_length is not None and mapping.max_length > longest:
+            found.append(
+                (
+                    ("contract", "fields", index, "max_length"),
+                    f"max_length {mapping.max_length} of field {mapping.name!r} is above "
+                    f"{spec.title}'s longest value of {longest} characters",
+                    f"use at most {longest}",
+                )
+            )
     if_empty = [m.name for m in contract.fields if m.write is WriteRule.IF_EMPTY]
     if if_empty and not spec.set_if_empty:
         found.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from switchyard.catalog.models import FieldMapping, SyncPlan
+from switchyard.catalog.models import FieldMapping, SyncPlan, TraitType
 from switchyard.pipeline.expressions import is_valid, problem_label
 from switchyard.warehouse.base import Session
 
@@ -22,7 +22,19 @@ class Column:
 
 
 def sent_columns(plan: SyncPlan) -> list[Column]:
-    return [Column(i, m) for i, m in enumerate(plan.contract.sent_fields)]
+    """The sent fields, each text field checked against the destination's longest value too:
+    a value it would refuse is dropped (or its row quarantined) here, with a reason, instead
+    of being rejected downstream and resent every run."""
+    longest = plan.destination.spec.max_field_chars
+    return [Column(i, _bounded(m, longest)) for i, m in enumerate(plan.contract.sent_fields)]
+
+
+def _bounded(mapping: FieldMapping, longest: int | None) -> FieldMapping:
+    if longest is None or mapping.type is not TraitType.STRING:
+        return mapping
+    if mapping.max_length is not None and mapping.max_length <= longest:
+        return mapping
+    return mapping.model_copy(update={"max_length": longest})
 
 
 def invalid_reason(session: Session, plan: SyncPlan, columns: list[Column]) -> str:

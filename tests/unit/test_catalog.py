@@ -504,3 +504,17 @@ def test_write_if_empty_needs_a_destination_that_reads_first(root: Path) -> None
     problem = one(root)
     assert problem.location == "destination.contract.fields"
     assert "cannot be honoured (fields: last_order_at)" in problem.message
+
+
+def test_a_max_length_above_what_the_destination_stores_is_reported(root: Path) -> None:
+    edit(root, "destinations/braze_users.yaml", "max_length: 255", "max_length: 300")
+    problem = one(root)
+    at(
+        problem,
+        root,
+        "destinations/braze_users.yaml",
+        14,
+        "destination.contract.fields[1].max_length",
+    )
+    assert "longest value of 255 characters" in problem.message
+    assert problem.fix == "use at most 255"

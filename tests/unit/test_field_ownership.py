@@ -93,3 +93,19 @@ def test_write_rule_is_checked_against_the_spec(monkeypatch: pytest.MonkeyPatch)
     )
     with pytest.raises(ValidationError, match="write: if_empty"):
         webhook_plan(fields=fields)
+
+
+async def test_text_longer_than_the_destination_stores_is_dropped_before_sending(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    # No max_length in the contract: the webhook's spec stores at most 1,000 characters.
+    fields = [
+        FieldMapping(name="first_name", source="first_name"),
+        FieldMapping(name="plan", source="plan", required=True),
+    ]
+    warehouse = make_warehouse([profile(1, first_name="x" * 1001), profile(2, first_name="Ada")])
+    dest = FakeDestination()
+    checked, _, _ = await run_once(warehouse, webhook_plan(fields=fields), dest, "run-1")
+    assert checked.fields_dropped == {"too_long:first_name": 1}
+    assert dest.records["user1@example.com"] == {"first_name": None, "plan": "pro"}
+    assert dest.records["user2@example.com"]["first_name"] == "Ada"
