@@ -1,7 +1,8 @@
 """chunk-deliver: send one chunk's batches, checkpointing each acknowledged batch durably.
 
 A restarted attempt skips every batch already checkpointed, so after a crash at most the
-batches that were in flight are sent again, and those carry the same idempotency key.
+batches that were in flight or awaiting their checkpoint (twice the requests in flight) are
+sent again, and those carry the same idempotency key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from switchyard.runs import ChunkResult, RunRef
 from switchyard.warehouse.base import Session, Warehouse
 
 T = TypeVar("T")
+# Batches sent and not yet checkpointed, per request slot: the next request need not wait for
+# the last one's checkpoint, and a crash re-sends at most this many batches per slot.
+UNSETTLED_PER_SLOT = 2
 
 
 def idempotency_key(run: RunRef, batch: Batch) -> str:
@@ -84,6 +88,29 @@ class _Checkpointer:
         await done
 
 
+class _Requests:
+    """A chunk's request slots: at most `slots` requests at a time, and none started after
+    one failed."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.slots = max(1, concurrency)
+        self.stopped = False
+        self._free = asyncio.Semaphore(self.slots)
+
+    async def start(self) -> bool:
+        """Take a slot; False (and no slot) once the chunk stopped."""
+        await self._free.acquire()
+        if self.stopped:
+            self._free.release()
+            return False
+        return True
+
+    def finish(self, *, failed: bool) -> None:
+        # Stopped before the slot is given back, so no queued batch slips out after a failure.
+        self.stopped = self.stopped or failed
+        self._free.release()
+
+
 async def deliver_chunk(
     warehouse: Warehouse,
     client: DestinationClient,
@@ -107,17 +134,19 @@ async def deliver_chunk(
         todo = [b for b in batches if b.number not in done and b.number > resume_after]
         result.skipped_batches = len(batches) - len(todo)
         acked = {b.number for b in batches} - {b.number for b in todo}
-        limit = asyncio.Semaphore(max(1, concurrency))
-        stopped = asyncio.Event()  # after a failure, queued batches are not started
+        requests = _Requests(concurrency)
+        # Sent but not yet checkpointed: what a crash now would send again. A request's slot
+        # is free once the destination answers, so this bounds the checkpoints still owed.
+        unsettled = asyncio.Semaphore(UNSETTLED_PER_SLOT * requests.slots)
 
         async def deliver(batch: Batch) -> None:
-            async with limit:
-                if stopped.is_set():
+            async with unsettled:
+                if not await requests.start():
                     return
                 try:
-                    await _send_whole(store, client, run, batch, worker)
+                    await _send_whole(store, client, run, batch, requests, worker)
                 except BaseException:
-                    stopped.set()
+                    requests.stopped = True
                     raise
             acked.add(batch.number)
             on_progress(_contiguous(acked) - 1)
@@ -157,12 +186,22 @@ async def _send_whole(
     client: DestinationClient,
     run: RunRef,
     batch: Batch,
+    requests: _Requests,
     worker: str | None = None,
 ) -> BatchOutcome:
-    """Send and checkpoint one batch; a cancellation waits for both, never half of it."""
+    """Send and checkpoint one batch; a cancellation waits for both, never half of it.
+
+    The request's slot is given back as soon as the destination answers, so the next
+    batch goes out while this one's checkpoint is written.
+    """
 
     async def send_and_checkpoint() -> BatchOutcome:
-        outcome = await client.send(batch, idempotency_key(run, batch))
+        try:
+            outcome = await client.send(batch, idempotency_key(run, batch))
+        except BaseException:
+            requests.finish(failed=True)
+            raise
+        requests.finish(failed=False)
         await store.ack(run, (batch, outcome.accepted, outcome.rejections), worker)
         return outcome
 

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from starter.runs import RunFailed, start_sync, wait_for_result
 from switchyard.catalog.loader import load_catalog
 from switchyard.catalog.models import TraitType
+from switchyard.delivery.engine import UNSETTLED_PER_SLOT
 from switchyard.pipeline.expressions import normalised
 from switchyard.runs import RunReport
 from switchyard.sampledata import mutate_warehouse, seed_warehouse
@@ -110,13 +111,14 @@ async def test_killing_the_worker_mid_run_loses_nothing_and_resends_only_in_flig
     held = simulator.records(HOOK)
     assert set(held) == delivered_keys(settings)
     assert len(held) == report.counts.added
-    # Re-sends after each kill are bounded by what was in flight: the window's chunk
-    # activities, each with its share of the contract's max_in_flight batches (as the
-    # workflow sizes them), of 100 records each.
+    # Re-sends after each kill are bounded by what was sent and not yet checkpointed: the
+    # window's chunk activities, each with its share of the contract's max_in_flight batches
+    # (as the workflow sizes them) in flight and as many again awaiting their checkpoint,
+    # of 100 records each.
     contract = load_catalog(settings.catalog_dir).plan_for(SYNC).contract
     chunks_in_flight = min(settings.delivery.window, contract.max_in_flight)
     batches_per_chunk = max(1, contract.max_in_flight // chunks_in_flight)
-    in_flight_bound = chunks_in_flight * batches_per_chunk * 100
+    in_flight_bound = chunks_in_flight * batches_per_chunk * UNSETTLED_PER_SLOT * 100
     resent = stats["duplicate_records"]
     marks = [k["duplicates_before"] for k in kills] + [resent]
     per_kill = [after - before for before, after in itertools.pairwise(marks)]

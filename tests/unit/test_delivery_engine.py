@@ -8,6 +8,7 @@ each and batch 3 holds one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from switchyard.delivery import engine
 from switchyard.delivery.engine import deliver_chunk, idempotency_key
 from switchyard.destinations.base import BatchOutcome
 from switchyard.errors import DestinationUnavailableError
-from switchyard.pipeline.checkpoints import Batch
+from switchyard.pipeline.checkpoints import Batch, record_acks
 from switchyard.runs import RunRef
 from switchyard.warehouse.base import Warehouse
 from tests.support.catalogs import webhook_plan
@@ -299,3 +300,49 @@ async def test_batches_in_flight_are_bounded_and_their_checkpoints_written_toget
     assert Counter(o.key for b in dest.batches for o in b.operations) == Counter(KEYS)
     # Batches acknowledged while a checkpoint was being written shared the next one.
     assert sum(writes) == 4 and len(writes) < 4
+
+
+async def test_a_slow_checkpoint_frees_the_request_slot_but_bounds_what_awaits_it(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next request goes out while the last one's checkpoint is written; no more than
+    UNSETTLED_PER_SLOT batches per slot are ever sent and not yet checkpointed."""
+    run, dest = planned(warehouse), FakeDestination()
+    unsettled: list[int] = []
+    real_record_acks = engine.record_acks
+
+    def slow(session: Any, run: RunRef, acks: Any, **kw: Any) -> None:
+        # Sent so far minus checkpointed so far, as this checkpoint starts.
+        unsettled.append(len(dest.batches) - sum(n for n in written))
+        time.sleep(0.2)
+        real_record_acks(session, run, acks, **kw)
+        written.append(len(acks))
+
+    written: list[int] = []
+    monkeypatch.setattr(engine, "record_acks", slow)
+
+    result = await deliver_chunk(warehouse, dest, run, 0, concurrency=1)
+
+    assert (result.batches, result.sent) == (4, 10)
+    assert acked(warehouse, run) == [0, 1, 2, 3]
+    # One request slot, yet a second batch went out during the first checkpoint...
+    assert max(unsettled) == engine.UNSETTLED_PER_SLOT
+    # ...and batches waited for their checkpoints rather than run ahead of them.
+    assert len(written) > 1
+
+
+def test_an_acknowledgement_noted_again_changes_nothing(warehouse: Warehouse) -> None:
+    """The common checkpoint skips the conflict check; a replayed one (a retried attempt's,
+    or two workers racing) falls back to it and leaves the first note as it was."""
+    run = planned(warehouse)
+    first, again = Batch(0, 1, run_id=run.run_id), Batch(0, 2, run_id=run.run_id)
+    with warehouse.session() as s:
+        record_acks(s, run, [(first, 3, [])], worker="w1")
+        # A group holding one batch already noted and one new: the new one is noted too.
+        record_acks(s, run, [(first, 0, []), (again, 3, [])], worker="w2")
+        rows = s.fetchall(
+            "SELECT batch, accepted, worker FROM switchyard.acked_batches "
+            "WHERE run_id = ? ORDER BY batch",
+            (run.run_id,),
+        )
+    assert rows == [(1, 3, "w1"), (2, 3, "w2")]
