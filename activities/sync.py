@@ -25,7 +25,7 @@ from switchyard.delivery.ratelimit import RateLimiters
 from switchyard.destinations.base import CompletesRuns, DestinationClient
 from switchyard.destinations.registry import create_client
 from switchyard.errors import FatalError, RetryableError
-from switchyard.pipeline import commit, consent, diff, ledger, snapshot, validate
+from switchyard.pipeline import commit, consent, diff, ledger, quiet, snapshot, validate
 from switchyard.runs import (
     ChangePlan,
     ChunkResult,
@@ -96,7 +96,9 @@ class SyncActivities:
     @activity.defn(name="snapshot_audience")
     def snapshot_audience(self, request: StepInput) -> SnapshotResult:
         with retry_meaning(), self._warehouse.session() as session:
-            return snapshot.snapshot_audience(session, request.run, request.plan)
+            return snapshot.snapshot_audience(
+                session, request.run, request.plan, full_resync=request.full_resync
+            )
 
     @activity.defn(name="validate_snapshot")
     def validate_snapshot(self, request: StepInput) -> ValidationResult:
@@ -150,7 +152,10 @@ class SyncActivities:
 
     def _commit(self, request: CommitInput) -> CommitResult:
         with self._warehouse.session() as session:
-            return commit.commit_delivered(session, request.run)
+            result = commit.commit_delivered(session, request.run)
+            if request.complete and request.counts is not None:
+                quiet.settle(session, request.run, request.fingerprint, request.counts)
+            return result
 
     @activity.defn(name="report_run")
     def report_run(self, request: ReportInput) -> RunReport:

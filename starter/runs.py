@@ -173,6 +173,11 @@ def summary_table(report: RunReport, link: str | None = None) -> Table:
         ("changed", f"{counts.changed:,}"),
         ("removed", f"{counts.removed:,}"),
         ("unchanged (not sent)", f"{counts.unchanged:,}"),
+        *(
+            [("plan", f"reused from run {counts.unchanged_since}: no input changed")]
+            if counts.unchanged_since
+            else []
+        ),
         ("excluded by consent", _breakdown(counts.excluded)),
         ("invalid", _breakdown(counts.invalid)),
         ("fields dropped", _breakdown(counts.fields_dropped)),

@@ -60,6 +60,8 @@ class Counts(Model):
     batches: int = 0
     chunks: int = 0
     chunks_done: int = 0
+    # Set when the run reused this run's plan: nothing it depended on had changed.
+    unchanged_since: str | None = None
 
 
 class SyncCheckpoint(Model):
@@ -69,6 +71,7 @@ class SyncCheckpoint(Model):
     counts: Counts
     next_chunk: int
     paused: bool = False
+    fingerprint: str = ""
 
 
 class AudienceSyncInput(Model):
@@ -89,8 +92,23 @@ class StepInput(Model):
     full_resync: bool = False
 
 
+class QuietPlan(Model):
+    """What a sync's last plan found when it had nothing to send; a run whose inputs are
+    the same reuses it instead of validating, consent-filtering and diffing again."""
+
+    planned_by: str  # the run that planned it
+    invalid: dict[str, int] = Field(default_factory=dict)
+    fields_dropped: dict[str, int] = Field(default_factory=dict)
+    excluded: dict[str, int] = Field(default_factory=dict)
+    eligible: int = 0
+    unchanged: int = 0
+
+
 class SnapshotResult(Model):
     rows: int
+    # What the run's plan depends on, hashed; and the last plan, when that matched it.
+    fingerprint: str = ""
+    quiet: QuietPlan | None = None
 
 
 class ValidationResult(Model):
@@ -109,6 +127,9 @@ class PlanInput(Model):
     plan: SyncPlan
     full_resync: bool = False
     chunk_size: int
+    # The snapshot's fingerprint and the counts so far: kept if this plan sends nothing.
+    fingerprint: str = ""
+    counts: Counts | None = None
 
 
 class ChangePlan(Model):
@@ -154,6 +175,10 @@ class CommitInput(Model):
     # The run ended well: destinations that finish a run as a whole (a file export's
     # manifest) are told so after the commit.
     complete: bool = False
+    # The snapshot's fingerprint and the run's counts: a run that delivered its whole plan
+    # keeps it for the next runs (see `quiet`).
+    fingerprint: str = ""
+    counts: Counts | None = None
 
 
 class CommitResult(Model):

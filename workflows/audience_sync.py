@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         DeliverChunkInput,
         PlanInput,
         Progress,
+        QuietPlan,
         ReportInput,
         RunRef,
         RunReport,
@@ -60,6 +61,8 @@ class AudienceSyncWorkflow:
         self._paused = False
         self._counts = Counts()
         self._run: RunRef | None = None
+        # What the run's plan depends on, hashed by fetch; commit keeps a delivered plan by it.
+        self._fingerprint = ""
 
     @workflow.run
     async def run(self, request: AudienceSyncInput) -> RunReport:
@@ -131,6 +134,11 @@ class AudienceSyncWorkflow:
         )
         snapshot = await self._step("fetch", "snapshot_audience", step, SnapshotResult)
         self._counts.snapshot = snapshot.rows
+        self._fingerprint = snapshot.fingerprint
+        if snapshot.quiet is not None:
+            # Nothing the last plan depended on changed, and it sent nothing: neither will this.
+            self._reuse(snapshot.quiet)
+            return
         checked = await self._step("validate", "validate_snapshot", step, ValidationResult)
         self._counts.invalid = checked.invalid
         self._counts.fields_dropped = checked.fields_dropped
@@ -145,6 +153,8 @@ class AudienceSyncWorkflow:
                 plan=plan,
                 full_resync=request.full_resync,
                 chunk_size=request.tuning.chunk_size,
+                fingerprint=snapshot.fingerprint,
+                counts=self._counts,
             ),
             ChangePlan,
         )
@@ -238,7 +248,12 @@ class AudienceSyncWorkflow:
     ) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)
         resume = checkpoint.model_copy(
-            update={"counts": self._counts, "next_chunk": next_chunk, "paused": self._paused}
+            update={
+                "counts": self._counts,
+                "next_chunk": next_chunk,
+                "paused": self._paused,
+                "fingerprint": self._fingerprint,
+            }
         )
         workflow.continue_as_new(request.model_copy(update={"resume": resume, "plan": None}))
 
@@ -270,6 +285,8 @@ class AudienceSyncWorkflow:
                     run=self._run,
                     destination=checkpoint.plan.destination,
                     complete=status == "succeeded",
+                    fingerprint=self._fingerprint,
+                    counts=self._counts,
                 ),
                 CommitResult,
             )
@@ -327,7 +344,14 @@ class AudienceSyncWorkflow:
         self._run = RunRef(run_id=checkpoint.run_id, sync=checkpoint.plan.sync.name)
         self._counts = checkpoint.counts
         self._paused = checkpoint.paused
+        self._fingerprint = checkpoint.fingerprint
         return checkpoint
+
+    def _reuse(self, quiet: QuietPlan) -> None:
+        counts = self._counts
+        counts.invalid, counts.fields_dropped = quiet.invalid, quiet.fields_dropped
+        counts.excluded, counts.eligible = quiet.excluded, quiet.eligible
+        counts.unchanged, counts.unchanged_since = quiet.unchanged, quiet.planned_by
 
     def _add(self, result: ChunkResult) -> None:
         counts = self._counts

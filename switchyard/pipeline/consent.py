@@ -25,13 +25,18 @@ CONSENTS_TABLE = "consents"
 SUPPRESSIONS_TABLE = "suppressions"
 
 
-def _require_table(session: Session, table: str, why: str) -> None:
+def has_source_table(session: Session, table: str) -> bool:
+    """Whether the warehouse has the table outside Switchyard's own schema."""
     row = session.fetchone(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
         "AND table_schema NOT IN ('switchyard', 'information_schema', 'pg_catalog')",
         (table,),
     )
-    if not row or not row[0]:
+    return bool(row and row[0])
+
+
+def _require_table(session: Session, table: str, why: str) -> None:
+    if not has_source_table(session, table):
         raise MissingSourceTableError(
             f"the warehouse has no `{table}` table, which {why}; nothing was sent. "
             f"Create it (an empty `{table}` table states that there is nothing to apply)"

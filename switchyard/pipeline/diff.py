@@ -15,7 +15,7 @@ consent or suppression, which are always removed: consent loss must propagate.
 from __future__ import annotations
 
 from switchyard.catalog.models import SyncMode
-from switchyard.pipeline import prepared
+from switchyard.pipeline import prepared, quiet
 from switchyard.pipeline.state import planning, run_table
 from switchyard.pipeline.validate import eligible_rows, held_rows, snapshot_rows
 from switchyard.runs import ChangePlan, PlanInput
@@ -84,7 +84,7 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
     added, changed_n = int(counts.get("add", 0)), int(counts.get("change", 0))
     removed, forgotten = int(counts.get("remove", 0)), int(counts.get("forget", 0))
     to_send = added + changed_n + removed
-    return ChangePlan(
+    result = ChangePlan(
         added=added,
         changed=changed_n,
         removed=removed,
@@ -93,3 +93,12 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
         to_send=to_send,
         chunks=-(-to_send // chunk),
     )
+    # Before anything is sent: a plan that sends something changes the delivered state, so
+    # the quiet plan kept from before stops applying.
+    if to_send == 0 and request.fingerprint and request.counts is not None:
+        quiet.remember(
+            session, run, request.fingerprint, request.counts, unchanged=result.unchanged
+        )
+    else:
+        quiet.forget(session, run.sync)
+    return result

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from switchyard.catalog.models import SyncPlan, TraitType
 from switchyard.pipeline.expressions import normalised, quote
@@ -92,10 +93,15 @@ def ensure(session: Session, run: RunRef, prepared: Prepared) -> None:
         session.execute(f"CREATE TABLE {prepared.table} AS {empty}")
 
 
-def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> int:
+class Refreshed(NamedTuple):
+    rows: int  # the audience's rows
+    changed: bool  # whether any prepared row was added or forgotten
+
+
+def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> Refreshed:
     """Make the table hold exactly the audience's rows: forget the `_gone` rows, prepare
     the `_new` ones. Identical rows are prepared once; `twins` (created here) counts their
-    extra copies. The audience's row count."""
+    extra copies."""
     table = prepared.table
     row = session.fetchone(
         f"""SELECT coalesce(sum(CASE WHEN _gone THEN 0 ELSE 1 END), 0),
@@ -131,7 +137,7 @@ def refresh(session: Session, prepared: Prepared, audience: str, twins: str) -> 
         if not kept and session.dialect.name == "postgres":
             # Statistics for the first fill; autovacuum keeps them current as rows change.
             session.execute(f"ANALYZE {table}")
-    return total
+    return Refreshed(total, changed=bool(new or gone))
 
 
 def _count(session: Session, sql: str) -> int:

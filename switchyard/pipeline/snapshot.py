@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from switchyard.catalog.models import SyncPlan
 from switchyard.errors import AudienceQueryError, ContractMismatchError
-from switchyard.pipeline import prepared
+from switchyard.pipeline import prepared, quiet
 from switchyard.pipeline.expressions import quote
 from switchyard.pipeline.prepared import SUPPRESSION_COLUMNS
 from switchyard.pipeline.state import ensure_schema, more_working_memory, run_table
@@ -40,7 +40,9 @@ def snapshot_columns(plan: SyncPlan, available: list[str]) -> list[str]:
     return sorted(needed | extra)
 
 
-def snapshot_audience(session: Session, run: RunRef, plan: SyncPlan) -> SnapshotResult:
+def snapshot_audience(
+    session: Session, run: RunRef, plan: SyncPlan, *, full_resync: bool = False
+) -> SnapshotResult:
     ensure_schema(session)
     sql = audience_sql(plan)
     try:
@@ -90,9 +92,14 @@ def snapshot_audience(session: Session, run: RunRef, plan: SyncPlan) -> Snapshot
         if session.dialect.name == "postgres":
             # Temporary tables get no automatic statistics; joins with it need them.
             session.execute(f"ANALYZE {audience}")
-        rows = prepared.refresh(session, prep, audience, twins)
+        refreshed = prepared.refresh(session, prep, audience, twins)
+        if refreshed.changed:
+            # In the same transaction: a plan kept from before no longer describes the rows.
+            quiet.forget(session, run.sync)
         session.execute(f"DROP TABLE {audience}")
-    return SnapshotResult(rows=rows)
+    fingerprint = quiet.fingerprint(session, run, plan, prep.table)
+    found = None if full_resync else quiet.recall(session, run, fingerprint)
+    return SnapshotResult(rows=refreshed.rows, fingerprint=fingerprint, quiet=found)
 
 
 def _create(session: Session, plan: SyncPlan, kind_and_name: str, select: str) -> None:

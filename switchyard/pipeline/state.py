@@ -63,6 +63,13 @@ DDL = [
         full_resync BOOLEAN NOT NULL,
         counts VARCHAR NOT NULL,
         error VARCHAR)""",
+    # A sync's last plan that sent nothing, and what it depended on (see `quiet`).
+    f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.quiet_plans (
+        sync_id VARCHAR PRIMARY KEY,
+        fingerprint VARCHAR NOT NULL,
+        planned_by VARCHAR NOT NULL,
+        outcomes_run VARCHAR NOT NULL,
+        counts VARCHAR NOT NULL)""",
     # Added after the first release: state created before it lacks the column.
     f"ALTER TABLE {SCHEMA}.acked_batches ADD COLUMN IF NOT EXISTS worker VARCHAR",
 ]

@@ -20,6 +20,7 @@ from switchyard.runs import (
     ConsentResult,
     DeliverChunkInput,
     PlanInput,
+    QuietPlan,
     ReportInput,
     RunReport,
     SnapshotResult,
@@ -50,6 +51,11 @@ class Script:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     # The test environment's clock, which time skipping moves forward.
     clock: Callable[[], Awaitable[datetime]] | None = None
+    # What fetch says of the last plan (None: inputs changed), and the steps that ran.
+    quiet: QuietPlan | None = None
+    steps: list[str] = field(default_factory=list)
+    plan_inputs: list[PlanInput] = field(default_factory=list)
+    commit_inputs: list[CommitInput] = field(default_factory=list)
 
 
 def fake_activities(script: Script) -> list[object]:
@@ -64,10 +70,13 @@ def fake_activities(script: Script) -> list[object]:
 
     @activity.defn(name="snapshot_audience")
     async def snapshot_audience(request: StepInput) -> SnapshotResult:
-        return SnapshotResult(rows=script.chunks * ROWS_PER_CHUNK + 5)
+        script.steps.append("fetch")
+        rows = script.chunks * ROWS_PER_CHUNK + 5
+        return SnapshotResult(rows=rows, fingerprint="inputs-v1", quiet=script.quiet)
 
     @activity.defn(name="validate_snapshot")
     async def validate_snapshot(request: StepInput) -> ValidationResult:
+        script.steps.append("validate")
         return ValidationResult(
             valid=script.chunks * ROWS_PER_CHUNK + 3,
             invalid={"invalid_email:email": 2},
@@ -76,10 +85,13 @@ def fake_activities(script: Script) -> list[object]:
 
     @activity.defn(name="filter_consent")
     async def filter_consent(request: StepInput) -> ConsentResult:
+        script.steps.append("consent")
         return ConsentResult(eligible=script.chunks * ROWS_PER_CHUNK, excluded={"x": 3})
 
     @activity.defn(name="plan_changes")
     async def plan_changes(request: PlanInput) -> ChangePlan:
+        script.steps.append("diff")
+        script.plan_inputs.append(request)
         n = script.chunks * ROWS_PER_CHUNK
         return ChangePlan(
             added=n,
@@ -111,6 +123,7 @@ def fake_activities(script: Script) -> list[object]:
     @activity.defn(name="commit_delivered")
     async def commit_delivered(request: CommitInput) -> CommitResult:
         script.commits += 1
+        script.commit_inputs.append(request)
         destination = request.destination.name if request.destination else None
         script.completions.append((request.complete, destination))
         return CommitResult(delivered=len(script.delivered) * ROWS_PER_CHUNK, removed=0, rejected=0)

@@ -17,6 +17,7 @@ from switchyard.runs import (
     AudienceSyncInput,
     DeliveryTuning,
     Progress,
+    QuietPlan,
     RunReport,
     delivery_task_queue,
 )
@@ -234,3 +235,49 @@ async def test_dry_run_sends_nothing(time_skipping_env: WorkflowEnvironment) -> 
     assert report.status == "dry_run"
     assert report.counts.to_send == 3 * ROWS_PER_CHUNK
     assert script.delivered == [] and script.commits == 0
+
+
+async def test_a_run_whose_inputs_did_not_change_reuses_the_last_plan_and_sends_nothing(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    last = QuietPlan(
+        planned_by="run-before",
+        invalid={"invalid_email:email": 2},
+        excluded={"no_consent:email_marketing": 3},
+        eligible=30,
+        unchanged=30,
+    )
+    script = Script(plan=webhook_plan(), quiet=last)
+    worker, handle = await start(time_skipping_env, script)
+    async with worker:
+        report = await handle.result()
+    assert script.steps == ["fetch"]
+    assert script.delivered == []
+    assert report.status == "succeeded"
+    counts = report.counts
+    assert (counts.snapshot, counts.eligible, counts.unchanged, counts.to_send) == (35, 30, 30, 0)
+    assert (counts.invalid, counts.excluded) == (last.invalid, last.excluded)
+    assert counts.unchanged_since == "run-before"
+    # Committed like any run that sent nothing, so a file export still completes its run.
+    assert script.completions == [(True, "crm_webhook")]
+
+
+async def test_a_run_that_plans_hands_diff_and_commit_its_fingerprint_and_counts(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """Diff keeps a plan that sends nothing, commit one whose run delivered all of it: both
+    need what fetch hashed, across continue-as-new too (one chunk per execution here)."""
+    script = Script(plan=webhook_plan(), chunks=2)
+    tuning = TUNING.model_copy(update={"chunks_per_execution": 1})
+    worker, handle = await start(time_skipping_env, script, tuning=tuning)
+    async with worker:
+        await handle.result()
+    assert script.steps == ["fetch", "validate", "consent", "diff"]
+    (request,) = script.plan_inputs
+    assert request.fingerprint == "inputs-v1"
+    assert request.counts is not None
+    assert (request.counts.invalid, request.counts.eligible) == ({"invalid_email:email": 2}, 20)
+    (committed,) = script.commit_inputs
+    assert committed.fingerprint == "inputs-v1" and committed.complete
+    assert committed.counts is not None
+    assert (committed.counts.sent, committed.counts.to_send) == (20, 20)
