@@ -5,7 +5,8 @@
 3. worker peak RSS at 1M and 10M profiles (a fresh worker per size), with a py-spy profile
    of the 10M worker while it delivers
 4. a rate-limited destination: requests/s achieved vs allowed, and 429s
-5. revocation latency: not measured yet (the key is kept, null)
+5. consent revocation latency: revocations committed, a run started at once, each removal
+   timed at the destination (p50 / p99)
 
 Everything lives under `.state/bench` (wiped at start) and uses free ports, so a developer's
 `switchyard dev` keeps running. Results: bench/results.json, results.md, results.png.
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import machine, report
+from bench import machine, report, revocation
 from bench.profiler import Profiler, py_spy, summarise
 from bench.simulator import SimulatorControl
 from bench.stack import WEBHOOK_URL_ENV, BenchStack, Worker, bench_settings
@@ -217,7 +218,8 @@ class Bench:
         summary = measured.summary() | cpu.stop()
         summary["worker_cpu_s"] = round(machine.process_cpu_s(worker.pid) - worker_cpu0, 2)
         assert self.sim is not None
-        hook = self.sim.stats()["per_hook"].get(FULL_HOOK if sync == FULL_SYNC else RATE_HOOK, {})
+        hooks = {FULL_SYNC: FULL_HOOK, RATE_SYNC: RATE_HOOK, revocation.SYNC: revocation.HOOK}
+        hook = self.sim.stats()["per_hook"].get(hooks[sync], {})
         # The destination's own count, cumulative since the last reset: a check on the run's.
         summary["simulator_records_received"] = hook.get("records_received", 0)
         summary["simulator_duplicate_records"] = hook.get("duplicate_records", 0)
@@ -265,6 +267,9 @@ class Bench:
                 )
             self.details["worker_1m_peak_rss_mb_after_sync_runs"] = machine.peak_rss_mb(worker.pid)
             await self.attempt("rate limited", lambda: self.rate_limited(client, settings, worker))
+            await self.attempt(
+                "revocation", lambda: self.revocation(client, settings, worker, warehouse)
+            )
             self.details["worker_1m_peak_rss_mb_at_stop"] = machine.peak_rss_mb(worker.pid)
         finally:
             self.stack.stop_worker(worker)
@@ -327,6 +332,43 @@ class Bench:
         self.say(
             f"  {accepted.requests:,} requests accepted over {accepted.seconds:.1f} s: "
             f"{utilisation:.1%} of the allowance, {status_429} answered 429"
+        )
+
+    async def revocation(
+        self, client: Any, settings: Settings, worker: Worker, warehouse: Path
+    ) -> None:
+        assert self.sim is not None
+        self.sim.reset()
+        first = await self.sync(client, settings, worker, revocation.SYNC, "consent_first_run")
+        self.say(f"revoking {revocation.PURPOSE} consent of {revocation.REVOKED:,} profiles")
+        revoked_at = await asyncio.to_thread(
+            revocation.revoke, warehouse, revocation.REVOKED, self.say
+        )
+        run = await self.sync(client, settings, worker, revocation.SYNC, "revocation_run")
+        assert first.report is not None and run.report is not None
+        counts = run.report.counts
+        # Only the revocations may have gone out, or the log's batches would mix them in.
+        if (counts.removed, counts.to_send) != (revocation.REVOKED, revocation.REVOKED):
+            raise RuntimeError(
+                f"the run after the revocations sent {counts.to_send:,} operations "
+                f"({counts.removed:,} removals), not the {revocation.REVOKED:,} revoked"
+            )
+        seconds = revocation.latencies(self.sim.log(revocation.HOOK), revoked_at)
+        if len(seconds) != revocation.REVOKED:
+            raise RuntimeError(f"{len(seconds):,} removals arrived of {revocation.REVOKED:,}")
+        found = revocation.summary(seconds)
+        self.results.revocation_latency_s = report.Latency(p50=found["p50"], p99=found["p99"])
+        self.details["revocation"] = found | {
+            "revoked": revocation.REVOKED,
+            "audience_rows": RATE_ROWS,
+            "first_run_sent": first.sent,
+            "run_s": round(run.run_s, 3),
+            "measured": "from the consents' commit to each removal's arrival at the "
+            "destination, with a run started at once; a schedule adds up to its interval",
+        }
+        self.say(
+            f"  revocation → removal: p50 {found['p50']:.2f} s, p99 {found['p99']:.2f} s "
+            f"({revocation.REVOKED:,} profiles)"
         )
 
     async def large(self, client: Any) -> None:

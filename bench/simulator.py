@@ -69,13 +69,17 @@ class SimulatorControl:
         response.raise_for_status()
         return dict(response.json())
 
-    def send_window(self, hook: str, status: int | None = 200) -> SendWindow | None:
-        """Arrival times of the hook's requests (only those answered `status`, if given)."""
+    def log(self, hook: str) -> list[dict[str, Any]]:
+        """The hook's requests: batch, idempotency key, operations, status, wall-clock arrival."""
         response = self._http.get(f"/_sim/hooks/{hook}/log")
         response.raise_for_status()
+        return list(response.json())
+
+    def send_window(self, hook: str, status: int | None = 200) -> SendWindow | None:
+        """Arrival times of the hook's requests (only those answered `status`, if given)."""
         arrivals = sorted(
             float(entry["received_at"])
-            for entry in response.json()
+            for entry in self.log(hook)
             if status is None or entry["status"] == status
         )
         return SendWindow(arrivals) if arrivals else None

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench import report
+from bench import report, revocation
 from bench.profiler import summarise
 from bench.simulator import SendWindow
 
@@ -107,3 +107,17 @@ def test_profile_summary_groups_leaf_frames_and_counts_own_code_inclusively() ->
     inclusive = {row["name"]: row["share"] for row in summary["inclusive_own"]}
     assert inclusive["deliver (switchyard/delivery/engine)"] == 1.0
     assert "main (worker)" not in inclusive
+
+
+def test_each_revoked_profile_takes_its_batchs_arrival_and_replays_count_once() -> None:
+    log = [
+        {"idempotency_key": "old", "operations": 1000, "status": 200, "received_at": 99.0},
+        {"idempotency_key": "a", "operations": 1000, "status": 429, "received_at": 100.5},
+        {"idempotency_key": "a", "operations": 600, "status": 200, "received_at": 101.0},
+        {"idempotency_key": "b", "operations": 400, "status": 200, "received_at": 102.0},
+        {"idempotency_key": "b", "operations": 400, "status": 200, "received_at": 102.5},
+    ]
+    seconds = revocation.latencies(log, revoked_at=100.0)
+    # Before the revocation, refused, or a replay: none of those removed a revoked profile.
+    assert len(seconds) == 1000
+    assert revocation.summary(seconds) == {"p50": 1.0, "p99": 2.0, "max": 2.0, "mean": 1.4}
