@@ -136,7 +136,8 @@ class AudienceSyncWorkflow:
         self._counts.snapshot = snapshot.rows
         self._fingerprint = snapshot.fingerprint
         if snapshot.quiet is not None:
-            # Nothing the last plan depended on changed, and it sent nothing: neither will this.
+            # Nothing the last plan depended on changed and the destination holds what it
+            # said: this run would send nothing, so it reuses that plan (see pipeline.quiet).
             self._reuse(snapshot.quiet)
             return
         checked = await self._step("validate", "validate_snapshot", step, ValidationResult)
