@@ -57,8 +57,8 @@ def forget(session: Session, sync: str) -> None:
 
 
 def recall(session: Session, run: RunRef, fingerprint: str) -> QuietPlan | None:
-    """The sync's last plan if it sent nothing and its fingerprint matches; its per-row
-    outcomes are copied to this run. Idempotent, so a retried fetch is safe."""
+    """The sync's kept plan if its fingerprint matches this run's; its per-row outcomes are
+    copied to this run. Idempotent, so a retried fetch is safe."""
     row = session.fetchone(
         "SELECT fingerprint, outcomes_run, counts FROM switchyard.quiet_plans WHERE sync_id = ?",
         (run.sync,),
