@@ -101,7 +101,11 @@ class QuietPlan(Model):
     fields_dropped: dict[str, int] = Field(default_factory=dict)
     excluded: dict[str, int] = Field(default_factory=dict)
     eligible: int = 0
-    unchanged: int = 0
+
+    @property
+    def unchanged(self) -> int:
+        # A kept plan left nothing to send: every eligible row is unchanged.
+        return self.eligible
 
 
 class SnapshotResult(Model):

@@ -105,9 +105,13 @@ class _Requests:
             return False
         return True
 
+    def stop(self) -> None:
+        self.stopped = True
+
     def finish(self, *, failed: bool) -> None:
         # Stopped before the slot is given back, so no queued batch slips out after a failure.
-        self.stopped = self.stopped or failed
+        if failed:
+            self.stop()
         self._free.release()
 
 
@@ -146,7 +150,7 @@ async def deliver_chunk(
                 try:
                     await _send_whole(store, client, run, batch, requests, worker)
                 except BaseException:
-                    requests.stopped = True
+                    requests.stop()
                     raise
             acked.add(batch.number)
             on_progress(_contiguous(acked) - 1)

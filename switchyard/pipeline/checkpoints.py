@@ -115,10 +115,10 @@ def record_acks(
     if not acks:
         return
     rows = ", ".join("(?, ?, ?, ?, ?, ?, current_timestamp)" for _ in acks)
-    insert = f"""INSERT INTO switchyard.acked_batches
+    plain = f"""INSERT INTO switchyard.acked_batches
         (run_id, chunk, batch, accepted, rejected, worker, acked_at)
-        VALUES {rows}
-        ON CONFLICT (run_id, chunk, batch) DO NOTHING"""
+        VALUES {rows}"""
+    insert = plain + " ON CONFLICT (run_id, chunk, batch) DO NOTHING"
     values = [
         v
         for batch, accepted, rejections in acks
@@ -128,7 +128,7 @@ def record_acks(
         try:
             # Without ON CONFLICT: DuckDB checks it at about three times the cost of the
             # insert itself, and a batch is noted twice only after a crash or a race.
-            session.execute(insert.rsplit("ON CONFLICT", 1)[0], values)
+            session.execute(plain, values)
         except WarehouseError:
             session.execute(insert, values)
         return

@@ -96,9 +96,7 @@ def plan_changes(session: Session, request: PlanInput) -> ChangePlan:
     # Before anything is sent: a plan that sends something changes the delivered state, so
     # the quiet plan kept from before stops applying.
     if to_send == 0 and request.fingerprint and request.counts is not None:
-        quiet.remember(
-            session, run, request.fingerprint, request.counts, unchanged=result.unchanged
-        )
+        quiet.remember(session, run, request.fingerprint, request.counts)
     else:
         quiet.forget(session, run.sync)
     return result

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 
+from pydantic import ValidationError
+
 from switchyard.catalog.models import SyncPlan
 from switchyard.pipeline.consent import CONSENTS_TABLE, SUPPRESSIONS_TABLE, has_source_table
 from switchyard.pipeline.state import run_table
@@ -65,7 +67,11 @@ def recall(session: Session, run: RunRef, fingerprint: str) -> QuietPlan | None:
     )
     if row is None or row[0] != fingerprint:
         return None
-    outcomes_run, found = str(row[1]), QuietPlan.model_validate_json(str(row[2]))
+    try:
+        found = QuietPlan.model_validate_json(str(row[2]))
+    except ValidationError:
+        return None  # kept by a version that stored other counts: plan afresh
+    outcomes_run = str(row[1])
     if outcomes_run != run.run_id:
         with session.transaction():
             session.execute(
@@ -95,12 +101,10 @@ def settle(session: Session, run: RunRef, fingerprint: str, counts: Counts) -> N
         return  # a run without a fingerprint, or one that reused the kept plan
     if counts.rejected or counts.sent < counts.to_send:
         return
-    remember(session, run, fingerprint, counts, unchanged=counts.eligible)
+    remember(session, run, fingerprint, counts)
 
 
-def remember(
-    session: Session, run: RunRef, fingerprint: str, counts: Counts, *, unchanged: int
-) -> None:
+def remember(session: Session, run: RunRef, fingerprint: str, counts: Counts) -> None:
     """Keep a plan that leaves nothing to send, for the next runs while nothing changes."""
     found = QuietPlan(
         planned_by=run.run_id,
@@ -108,7 +112,6 @@ def remember(
         fields_dropped=counts.fields_dropped,
         excluded=counts.excluded,
         eligible=counts.eligible,
-        unchanged=unchanged,
     )
     with session.transaction():
         forget(session, run.sync)

@@ -241,3 +241,16 @@ def test_only_a_run_that_delivered_its_whole_plan_keeps_it(
         assert s.fetchone(kept) == (0,)
         quiet.settle(s, run, "fp", Counts(to_send=10, sent=10, eligible=12))
         assert s.fetchone(kept) == (1,)
+
+
+async def test_a_kept_plan_this_version_cannot_read_is_planned_afresh(
+    make_warehouse: MakeWarehouse,
+) -> None:
+    warehouse, plan, dest = await settled(make_warehouse)
+    with warehouse.session() as s:
+        s.execute("UPDATE switchyard.quiet_plans SET counts = '{\"planned_by\": 1}'")
+
+    after = await run_like_the_workflow(warehouse, plan, dest, "run-2")
+
+    assert after.quiet is None and after.changes is not None
+    assert after.changes.to_send == 0

@@ -245,7 +245,6 @@ async def test_a_run_whose_inputs_did_not_change_reuses_the_last_plan_and_sends_
         invalid={"invalid_email:email": 2},
         excluded={"no_consent:email_marketing": 3},
         eligible=30,
-        unchanged=30,
     )
     script = Script(plan=webhook_plan(), quiet=last)
     worker, handle = await start(time_skipping_env, script)
